@@ -1,0 +1,100 @@
+"""Where code runs and how reproducibly: device, mixed precision, seeds, the book's scale, timers.
+
+Everything that depends on the machine goes through here, so a notebook reads the same on a laptop
+(CPU, float32) and on a GPU box (CUDA with bf16 or fp16 autocast).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Multiplier on every dataset size and epoch count the book uses. ``1.0`` is the full book (the size
+#: whose numbers the text discusses); smaller values make quick smoke runs. Set ``OBSAD_BOOK_SCALE``.
+BOOK_SCALE: float = float(os.environ.get("OBSAD_BOOK_SCALE", "1.0"))
+
+
+def scaled(n: int, minimum: int = 1) -> int:
+    """``n`` multiplied by :data:`BOOK_SCALE`, never below ``minimum``."""
+    return max(minimum, int(round(n * BOOK_SCALE)))
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed Python, NumPy and torch (CPU and CUDA) and return a fresh NumPy generator.
+
+    torch is optional here so that data-only code does not pay its import cost.
+    """
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a declared dependency
+        pass
+    else:
+        torch.manual_seed(seed)
+        if torch.cuda.is_available():
+            torch.cuda.manual_seed_all(seed)
+    return np.random.default_rng(seed)
+
+
+@dataclass(frozen=True)
+class Device:
+    """The chosen device and the mixed-precision dtype to use with it (``None``: full precision)."""
+
+    name: str
+    autocast_dtype: object | None
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.name.startswith("cuda")
+
+    def autocast(self):
+        """A context manager that enables autocast on CUDA and does nothing on the CPU."""
+        import torch
+
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.autocast_dtype)
+
+    def __str__(self) -> str:
+        precision = "float32" if self.autocast_dtype is None else str(self.autocast_dtype).replace("torch.", "")
+        return f"{self.name} ({precision})"
+
+
+def pick_device(prefer: str | None = None) -> Device:
+    """CUDA when available (bf16 autocast where supported, else fp16), otherwise the CPU.
+
+    ``prefer`` (or ``OBSAD_DEVICE``) forces a device, e.g. ``"cpu"`` to reproduce CPU numbers on a GPU box.
+    """
+    import torch
+
+    choice = prefer or os.environ.get("OBSAD_DEVICE")
+    if choice is None:
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    if choice.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {choice!r} requested but CUDA is not available")
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return Device(choice, dtype)
+    return Device("cpu", None)
+
+
+class Stopwatch:
+    """Measures a notebook's or a step's wall time; ``str()`` gives a one-line report."""
+
+    def __init__(self, label: str = "runtime") -> None:
+        self.label = label
+        self.start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+    def __str__(self) -> str:
+        return f"{self.label}: {self.seconds:.1f} s"
