@@ -112,3 +112,12 @@ def test_cli_user_mistakes_give_a_message_not_a_traceback(tmp_path):
     bad_number = _cli("simulate", "--events", "-5", "--out", str(tmp_path))
     assert bad_number.returncode == 2 and "Traceback" not in bad_number.stderr
     assert "number > 0" in bad_number.stderr
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        io.write_json({"a": 1}, tmp_path / "perm.json")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "perm.json").stat().st_mode & 0o777 == 0o644
