@@ -12,7 +12,9 @@ cd "$root"
 start=$(date +%s)
 
 echo "== strict book build (jupyter-book build --all -W --keep-going)"
+# Clean: no artifact from an earlier run may stand in for one a notebook fails to produce.
 rm -rf _build/html _build/jupyter_execute _build/.doctrees
+find data -mindepth 1 ! -name README.md -delete
 jupyter-book build --all -W --keep-going --path-output . . > _build.log 2>&1 || { tail -n 80 _build.log; echo "book build failed (full log: _build.log)"; exit 1; }
 grep -E "^(Running|Executing|.*WARNING)" _build.log | tail -n 20 || true
 echo "book built in $(( $(date +%s) - start )) s"
