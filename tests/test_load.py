@@ -1,0 +1,490 @@
+"""Tests for obsad.ocsf.load: formats, flattening, name mapping, JSON columns, arrays, coercion, time, problems."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from obsad.ocsf.load import LoadReport, LoadResult, OCSFLoadError, load_events, ocsf_dotted_name
+
+T0 = 1_700_000_000_000  # epoch ms
+
+
+def nested_event(i: int, **extra) -> dict:
+    ev = {
+        "time": T0 + i * 1000,
+        "class_uid": 4002,
+        "type_uid": 400201,
+        "status_detail": f"ok {i}",
+        "src_endpoint": {"ip": f"10.0.0.{i % 250}", "port": 40000 + i},
+        "http_response": {"code": 200},
+        "metadata": {"product": {"name": "Demo", "vendor_name": "obsad"}, "uid": f"u{i}"},
+    }
+    ev.update(extra)
+    return ev
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    with open(path, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(row if isinstance(row, str) else json.dumps(row))
+            fh.write("\n")
+    return path
+
+
+def problems_of(report: LoadReport, reason: str) -> pd.DataFrame:
+    return report.problems[report.problems["reason"] == reason]
+
+
+# ------------------------------------------------------------------------------------------------ formats
+def test_nested_jsonl_is_flattened_to_sorted_dotted_columns(tmp_path):
+    path = write_jsonl(tmp_path / "e.jsonl", [nested_event(i) for i in range(20)])
+    events, report = load_events(path)
+    assert len(events) == 20 and report.n_input == 20 and report.n_loaded == 20
+    assert list(events.columns) == sorted(events.columns)
+    for col in ("src_endpoint.ip", "src_endpoint.port", "http_response.code", "metadata.product.name", "type_uid"):
+        assert col in events.columns
+    assert "src_endpoint" not in events.columns
+    assert events["src_endpoint.port"].dtype == "Int64"
+    assert events.loc[3, "src_endpoint.ip"] == "10.0.0.3"
+    assert str(events["time"].dtype) == "datetime64[ms, UTC]"
+    assert events.loc[0, "time"] == pd.Timestamp(T0, unit="ms", tz="UTC")
+    assert report.problems.empty
+
+
+def test_load_result_unpacks_and_has_attributes(tmp_path):
+    path = write_jsonl(tmp_path / "e.jsonl", [nested_event(i) for i in range(3)])
+    result = load_events(path)
+    assert isinstance(result, LoadResult)
+    events, report = result
+    assert events is result.events and report is result.report
+
+
+def test_json_array_file(tmp_path):
+    rows = [nested_event(i) for i in range(5)]
+    rows.insert(2, 42)  # not an object: element 2
+    path = tmp_path / "e.json"
+    path.write_text(json.dumps(rows, indent=2))
+    events, report = load_events(path)
+    assert len(events) == 5 and report.n_input == 6
+    assert report.format == "JSON array" and report.position == "element"
+    bad = problems_of(report, "not_an_object")
+    assert bad["line"].tolist() == [2]
+
+
+def test_json_suffix_with_json_lines_content(tmp_path):
+    path = write_jsonl(tmp_path / "e.json", [nested_event(i) for i in range(4)])
+    events, report = load_events(path)
+    assert len(events) == 4 and report.format == "JSON Lines"
+
+
+def test_format_detected_by_content_and_gzip(tmp_path):
+    rows = [nested_event(i) for i in range(4)]
+    raw = "\n".join(json.dumps(r) for r in rows).encode()
+    path = tmp_path / "export.log.gz"
+    path.write_bytes(gzip.compress(raw))
+    events, _ = load_events(path)
+    assert len(events) == 4 and "src_endpoint.ip" in events.columns
+    pq_path = tmp_path / "no_suffix"
+    pd.DataFrame({"class_uid": [1, 2], "time": [T0, T0 + 1]}).to_parquet(pq_path)
+    events, report = load_events(pq_path)
+    assert report.format == "Parquet" and len(events) == 2
+
+
+def test_flat_parquet_with_dotted_names(tmp_path):
+    df = pd.DataFrame(
+        {
+            "time": [T0, T0 + 1000, T0 + 2000],
+            "src_endpoint.ip": ["10.0.0.1", "10.0.0.2", None],
+            "http_response.code": [200, 404, 500],
+            "class_uid": [4002, 4002, 3002],
+        }
+    )
+    path = tmp_path / "flat.parquet"
+    df.to_parquet(path)
+    events, report = load_events(path)
+    assert list(events.columns) == ["class_uid", "http_response.code", "src_endpoint.ip", "time"]
+    assert events["http_response.code"].tolist() == [200, 404, 500]
+    assert events["http_response.code"].dtype == "Int64"
+    assert pd.isna(events.loc[2, "src_endpoint.ip"])
+    assert report.position == "row"
+
+
+def test_parquet_struct_columns_are_flattened(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "time": [T0, T0 + 1],
+            "src_endpoint": [{"ip": "10.0.0.1", "port": 1}, None],
+            "resources": [[{"type": "bucket"}, {"type": "object"}], []],
+        }
+    )
+    pq.write_table(table, tmp_path / "s.parquet")
+    events, _ = load_events(tmp_path / "s.parquet")
+    assert events["src_endpoint.ip"].tolist()[0] == "10.0.0.1" and pd.isna(events["src_endpoint.ip"][1])
+    assert events["resources.count"].tolist() == [2, 0]
+    assert events["resources.types"].tolist() == ["bucket|object", ""]
+
+
+def test_underscore_names_mapped_with_the_ocsf_schema(tmp_path):
+    df = pd.DataFrame(
+        {
+            "time": [T0, T0 + 1],
+            "src_endpoint_ip": ["10.0.0.1", "10.0.0.2"],
+            "http_response_code": [200, 503],
+            "metadata_product_vendor_name": ["acme", "acme"],
+            "actor_user_name": ["ann", "bob"],
+            "type_uid": [400201, 400201],
+            "class_uid": [4002, 4002],
+            "status_detail": ["fine", "slow"],
+            "category_uid": [4, 4],
+            "my_custom_field": ["x", "y"],
+        }
+    )
+    path = tmp_path / "u.parquet"
+    df.to_parquet(path)
+    events, report = load_events(path)
+    cols = set(events.columns)
+    assert {"src_endpoint.ip", "http_response.code", "metadata.product.vendor_name", "actor.user.name"} <= cols
+    assert {"type_uid", "class_uid", "status_detail", "category_uid", "my_custom_field"} <= cols
+    assert "type.uid" not in cols and "status.detail" not in cols and "class.uid" not in cols
+    assert report.renamed["src_endpoint_ip"] == "src_endpoint.ip"
+    assert "type_uid" not in report.renamed
+
+
+def test_ocsf_dotted_name_rules():
+    assert ocsf_dotted_name("src_endpoint_ip") == "src_endpoint.ip"
+    assert ocsf_dotted_name("dst_endpoint_port") == "dst_endpoint.port"
+    assert ocsf_dotted_name("http_request_url_path") == "http_request.url.path"
+    assert ocsf_dotted_name("metadata_product_name") == "metadata.product.name"
+    for keep in ("type_uid", "class_uid", "status_detail", "activity_id", "time_dt", "not_an_ocsf_name", "a.b_c"):
+        assert ocsf_dotted_name(keep) == keep
+
+
+def test_flat_dotted_and_underscore_forms_together_are_merged(tmp_path):
+    df = pd.DataFrame({"src_endpoint.ip": ["a", None, "c"], "src_endpoint_ip": ["a", "b", "X"], "time": [T0] * 3})
+    events, report = load_events(df)
+    assert events["src_endpoint.ip"].tolist() == ["a", "b", "c"]
+    assert "src_endpoint_ip" not in events.columns
+    conflicts = problems_of(report, "conflicting_values")
+    assert conflicts["line"].tolist() == [2] and conflicts["field"].tolist() == ["src_endpoint.ip"]
+
+
+# ------------------------------------------------------------------------------------- JSON-string columns
+def test_json_string_object_column_plus_flat_column_not_double_counted(tmp_path):
+    n = 10
+    df = pd.DataFrame(
+        {
+            "time": [T0 + i for i in range(n)],
+            "src_endpoint.ip": ["10.0.0.%d" % i if i != 4 else None for i in range(n)],
+            "src_endpoint": [
+                json.dumps({"ip": ("10.0.0.%d" % i) if i != 7 else "192.168.0.1", "port": 5000 + i}) for i in range(n)
+            ],
+            "unmapped": [json.dumps({"region": "eu", "shard": i % 3}) for i in range(n)],
+        }
+    )
+    path = tmp_path / "j.parquet"
+    df.to_parquet(path)
+    events, report = load_events(path)
+    assert "src_endpoint" not in events.columns and "unmapped" not in events.columns
+    assert [c for c in events.columns if c.startswith("src_endpoint")] == ["src_endpoint.ip", "src_endpoint.port"]
+    assert events.loc[4, "src_endpoint.ip"] == "10.0.0.4"  # filled from the JSON
+    assert events.loc[7, "src_endpoint.ip"] == "10.0.0.7"  # flat value kept
+    conflicts = problems_of(report, "conflicting_values")
+    assert len(conflicts) == 1 and conflicts["line"].tolist() == [7]
+    assert "192.168.0.1" in conflicts["detail"].iloc[0]
+    assert events["src_endpoint.port"].dtype == "Int64" and events.loc[3, "src_endpoint.port"] == 5003
+    assert events["unmapped.shard"].tolist() == [i % 3 for i in range(n)]
+    assert report.expanded["unmapped"] == ["unmapped.region", "unmapped.shard"]
+
+
+def test_nested_and_flat_in_the_same_jsonl(tmp_path):
+    rows = [{"time": T0, "src_endpoint": {"ip": "1.1.1.1"}, "src_endpoint.ip": "1.1.1.1"},
+            {"time": T0, "src_endpoint": {"ip": "2.2.2.2"}, "src_endpoint.ip": "9.9.9.9"},
+            {"time": T0, "src_endpoint": {"ip": "3.3.3.3"}}]
+    events, report = load_events(write_jsonl(tmp_path / "m.jsonl", rows))
+    assert events["src_endpoint.ip"].tolist() == ["1.1.1.1", "9.9.9.9", "3.3.3.3"]
+    assert problems_of(report, "conflicting_values")["line"].tolist() == [2]
+
+
+def test_arrays_of_objects_summarised(tmp_path):
+    rows = [
+        nested_event(0, resources=[{"type": "bucket", "uid": "a"}, {"type": "bucket"}, {"type": "object"}],
+                     observables=[{"name": "ip", "type_id": 2}, {"name": "user"}]),
+        nested_event(1, resources=[], observables=[{"type": "IP Address", "type_id": 2}]),
+        nested_event(2),
+    ]
+    events, report = load_events(write_jsonl(tmp_path / "a.jsonl", rows))
+    assert events["resources.count"].tolist()[:2] == [3, 0] and pd.isna(events["resources.count"][2])
+    assert events["resources.count"].dtype == "Int64"
+    assert events["resources.types"].tolist()[:2] == ["bucket|object", ""]
+    assert events["observables.types"].tolist()[:2] == ["2|user", "IP Address"]
+    assert "resources" not in events.columns
+
+
+def test_json_string_arrays_and_scalar_arrays(tmp_path):
+    df = pd.DataFrame(
+        {
+            "time": [T0, T0, T0],
+            "resources": [json.dumps([{"type": "a"}, {"type": "b"}]), "[]", None],
+            "categories": [["web", "news"], [], None],
+        }
+    )
+    events, report = load_events(df)
+    assert events["resources.count"].tolist()[:2] == [2, 0] and pd.isna(events["resources.count"][2])
+    assert events["resources.types"].tolist()[:2] == ["a|b", ""]
+    assert events["categories"].tolist()[:2] == ["web|news", ""] and pd.isna(events["categories"][2])
+
+
+# ------------------------------------------------------------------------------------------- type drift
+def test_numbers_as_strings_and_booleans_coerced(tmp_path):
+    rows = [nested_event(i, http_response={"code": str(200 + i % 3)}, is_alert="true" if i % 2 else "false",
+                         ratio=str(i / 4)) for i in range(30)]
+    events, report = load_events(write_jsonl(tmp_path / "c.jsonl", rows))
+    assert events["http_response.code"].dtype == "Int64"
+    assert events["http_response.code"].tolist()[:3] == [200, 201, 202]
+    assert events["is_alert"].dtype == "boolean" and events["is_alert"].tolist()[:2] == [False, True]
+    assert events["ratio"].dtype == np.float64 and events.loc[1, "ratio"] == 0.25
+    assert "all 30 values" in report.coerced["http_response.code"]
+    assert "is_alert" in report.coerced
+
+
+def test_mostly_numeric_column_coerced_and_rest_reported(tmp_path):
+    codes = [str(200 + i % 5) for i in range(200)]
+    codes[57] = "abc"
+    df = pd.DataFrame({"time": [T0 + i for i in range(200)], "status_code": codes})
+    events, report = load_events(df)
+    assert events["status_code"].dtype == "Int64" and pd.isna(events.loc[57, "status_code"])
+    bad = problems_of(report, "wrong_type")
+    assert bad["line"].tolist() == [57] and "'abc'" in bad["detail"].iloc[0]
+    # below the threshold the column stays text and nothing is reported
+    codes2 = [str(i) for i in range(50)] + ["x%d" % i for i in range(5)]
+    events2, report2 = load_events(pd.DataFrame({"time": [T0] * 55, "status_code": codes2}))
+    assert pd.api.types.is_string_dtype(events2["status_code"]) and report2.problems.empty
+
+
+def test_leading_zeros_and_version_strings_stay_text():
+    df = pd.DataFrame({"time": [T0] * 3, "zip": ["00123", "04567", "11111"], "metadata.version": ["1.1", "1.2", "1.3"]})
+    events, report = load_events(df)
+    assert events["zip"].tolist() == ["00123", "04567", "11111"]
+    assert events["metadata.version"].tolist() == ["1.1", "1.2", "1.3"]
+
+
+def test_object_in_some_rows_scalar_in_others_reports_minority(tmp_path):
+    rows = [nested_event(i) for i in range(10)]
+    rows[6]["src_endpoint"] = "10.9.9.9"
+    events, report = load_events(write_jsonl(tmp_path / "o.jsonl", rows))
+    assert "src_endpoint" not in events.columns and "src_endpoint.ip" in events.columns
+    bad = problems_of(report, "wrong_type")
+    assert bad["line"].tolist() == [7] and bad["field"].tolist() == ["src_endpoint"]
+
+
+# --------------------------------------------------------------------------------------------------- time
+def test_time_epoch_ms_seconds_and_iso(tmp_path):
+    expected = pd.Timestamp(T0, unit="ms", tz="UTC")
+    rows = [{"time": T0, "a": 1}, {"time": T0 // 1000, "a": 2}, {"time": "2023-11-14T22:13:20Z", "a": 3},
+            {"time": "2023-11-14T23:13:20+01:00", "a": 4}, {"time": T0 / 1000 + 0.5, "a": 5}]
+    events, report = load_events(rows)
+    assert str(events["time"].dtype) == "datetime64[ms, UTC]"
+    assert (events["time"][:4] == expected).all()
+    assert events["time"][4] == expected + pd.Timedelta(milliseconds=500)
+    assert report.problems.empty
+
+
+def test_time_from_time_dt_and_duplicate_time_dt_dropped(tmp_path):
+    iso = pd.Timestamp(T0, unit="ms", tz="UTC").isoformat()
+    df = pd.DataFrame({"time_dt": [iso, iso], "x": [1, 2]})
+    events, report = load_events(df)
+    assert events["time"].tolist() == [pd.Timestamp(T0, unit="ms", tz="UTC")] * 2
+    assert "time_dt" not in events.columns
+    same = pd.DataFrame({"time": [T0, T0 + 5], "time_dt": [iso, pd.Timestamp(T0 + 5, unit="ms", tz="UTC").isoformat()]})
+    events2, report2 = load_events(same)
+    assert "time_dt" not in events2.columns and any("time_dt" in n for n in report2.notes)
+    differs = pd.DataFrame({"time": [T0, T0], "time_dt": [iso, "2020-01-01T00:00:00Z"]})
+    events3, _ = load_events(differs)
+    assert "time_dt" in events3.columns
+
+
+def test_missing_time_filled_from_time_dt():
+    iso = "2023-11-14T22:13:20.000Z"
+    rows = [{"time": T0, "time_dt": iso}, {"time": None, "time_dt": iso}, {"time_dt": iso}]
+    events, _ = load_events(rows)
+    assert events["time"].notna().all()
+
+
+# ---------------------------------------------------------------------------------------------- problems
+def test_malformed_lines_reported_with_line_numbers(tmp_path):
+    rows = [nested_event(i) for i in range(12)]
+    lines: list = list(rows)
+    lines.insert(2, "this is not json")                 # line 3
+    lines.insert(5, "[1, 2, 3]")                        # line 6
+    lines.insert(7, "17")                               # line 8
+    lines[9] = nested_event(99, time="yesterday")       # line 10
+    lines[10] = nested_event(98, http_response={"code": {"value": 200}})  # line 11: object where scalars
+    lines.append('{"time": 1700000000000, "class_uid": 4002, "src_end')  # truncated last line
+    path = write_jsonl(tmp_path / "bad.jsonl", lines)
+    events, report = load_events(path)
+    n_lines = len(lines)
+    assert report.n_input == n_lines
+    assert report.n_loaded == len(events) == n_lines - 4
+    inv = problems_of(report, "invalid_json")
+    assert inv["line"].tolist() == [3, n_lines]
+    assert problems_of(report, "not_an_object")["line"].tolist() == [6, 8]
+    t = problems_of(report, "unparseable_time")
+    assert t["line"].tolist() == [10] and "yesterday" in t["detail"].iloc[0]
+    wt = problems_of(report, "wrong_type")
+    assert wt["line"].tolist() == [11] and wt["field"].tolist() == ["http_response.code"]
+    # the bad event still loads, with the bad values missing
+    row = events.index[events["metadata.uid"] == "u99"][0]
+    assert pd.isna(events.loc[row, "time"]) and events.loc[row, "src_endpoint.ip"] == "10.0.0.99"
+    row = events.index[events["metadata.uid"] == "u98"][0]
+    assert pd.isna(events.loc[row, "http_response.code"])
+    text = report.summary()
+    assert "invalid_json" in text and "line 3" in text and str(report) == text
+    json.dumps(report.to_dict())  # JSON-able
+
+
+def test_type_conflict_between_lines_is_resolved(tmp_path):
+    rows = [nested_event(i, http_response={"code": 200 + i}) for i in range(300)]
+    rows[150]["http_response"] = {"code": "oops"}
+    events, report = load_events(write_jsonl(tmp_path / "t.jsonl", rows))
+    assert events["http_response.code"].dtype == "Int64"
+    assert problems_of(report, "wrong_type")["line"].tolist() == [151]
+    assert events["http_response.code"][0] == 200
+
+
+def test_all_invalid_input_raises_with_summary(tmp_path):
+    path = write_jsonl(tmp_path / "junk.jsonl", ["not json", "[1]", "{broken"])
+    with pytest.raises(OCSFLoadError) as exc:
+        load_events(path)
+    msg = str(exc.value)
+    assert "No valid OCSF event" in msg and "invalid_json" in msg and "line 1" in msg
+
+
+def test_missing_empty_and_unknown_files(tmp_path):
+    with pytest.raises(OCSFLoadError, match="No such file"):
+        load_events(tmp_path / "nope.jsonl")
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(OCSFLoadError, match="empty"):
+        load_events(tmp_path / "empty.jsonl")
+    (tmp_path / "blank.json").write_text("\n \n")
+    with pytest.raises(OCSFLoadError, match="whitespace"):
+        load_events(tmp_path / "blank.json")
+    (tmp_path / "data.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(OCSFLoadError, match="format"):
+        load_events(tmp_path / "data.csv")
+    (tmp_path / "fake.parquet").write_text('{"a": 1}\n')
+    with pytest.raises(OCSFLoadError, match="Parquet"):
+        load_events(tmp_path / "fake.parquet")
+    (tmp_path / "arr.json").write_text('[{"a": 1}, ')
+    with pytest.raises(OCSFLoadError, match="not valid JSON"):
+        load_events(tmp_path / "arr.json")
+    assert issubclass(OCSFLoadError, ValueError)
+
+
+# ---------------------------------------------------------------------------------------- in-memory input
+def test_dataframe_input_with_nested_cells():
+    df = pd.DataFrame(
+        {
+            "time": [T0, T0 + 1],
+            "src_endpoint": [{"ip": "1.1.1.1", "port": 1}, {"ip": "2.2.2.2"}],
+            "class_uid": ["4002", "4002"],
+        },
+        index=[10, 11],
+    )
+    events, report = load_events(df)
+    assert events.index.tolist() == [0, 1]
+    assert events["src_endpoint.ip"].tolist() == ["1.1.1.1", "2.2.2.2"]
+    assert events["class_uid"].dtype == "Int64"
+    assert report.n_input == 2 and report.format == "DataFrame"
+
+
+def test_columns_argument(tmp_path):
+    path = write_jsonl(tmp_path / "e.jsonl", [nested_event(i) for i in range(5)])
+    events, report = load_events(path, columns=["time", "src_endpoint.ip", "not.there"])
+    assert list(events.columns) == ["not.there", "src_endpoint.ip", "time"]
+    assert events["not.there"].isna().all()
+    df = pd.DataFrame({"time": [T0], "src_endpoint_ip": ["1.1.1.1"], "other": [1]})
+    df.to_parquet(tmp_path / "c.parquet")
+    events, _ = load_events(tmp_path / "c.parquet", columns=["src_endpoint.ip"])
+    assert list(events.columns) == ["src_endpoint.ip"] and events.iloc[0, 0] == "1.1.1.1"
+
+
+def test_several_classes_union_of_columns_and_deterministic_order(tmp_path):
+    rows = []
+    for i in range(30):
+        if i % 3 == 0:
+            rows.append({"time": T0 + i, "class_uid": 3002, "user": {"name": f"u{i}"}, "auth_protocol": "NTLM"})
+        elif i % 3 == 1:
+            rows.append(
+                {"time": T0 + i, "class_uid": 4001, "traffic": {"bytes_in": i}, "metadata": {"version": "1.0.0"}}
+            )
+        else:
+            rows.append({"time": T0 + i, "class_uid": 4002, "http_request": {"url": {"path": "/x"}}})
+    path = write_jsonl(tmp_path / "mix.jsonl", rows)
+    a, _ = load_events(path)
+    shuffled = write_jsonl(tmp_path / "mix2.jsonl", rows[::-1])
+    b, _ = load_events(shuffled)
+    assert list(a.columns) == list(b.columns) == sorted(a.columns)
+    assert a["traffic.bytes_in"].notna().sum() == 10 and a["user.name"].notna().sum() == 10
+    c, _ = load_events(rows)
+    assert list(c.columns) == list(a.columns)
+    assert [str(t) for t in c.dtypes] == [str(t) for t in a.dtypes]
+
+
+def test_same_events_same_table_whatever_the_format(tmp_path):
+    rows = [nested_event(i, resources=[{"type": "t%d" % (i % 2)}]) for i in range(8)]
+    from_jsonl, _ = load_events(write_jsonl(tmp_path / "s.jsonl", rows))
+    arr = tmp_path / "s.json"
+    arr.write_text(json.dumps(rows))
+    from_array, _ = load_events(arr)
+    flat = pd.json_normalize(rows)
+    flat["resources"] = flat["resources"].map(json.dumps)
+    flat.to_parquet(tmp_path / "s.parquet")
+    from_parquet, _ = load_events(tmp_path / "s.parquet")
+    pd.testing.assert_frame_equal(from_jsonl, from_array)
+    pd.testing.assert_frame_equal(from_jsonl, from_parquet)
+
+
+def test_scalar_beside_object_columns_in_same_events_is_kept():
+    df = pd.DataFrame({"time": [T0, T0], "device": ["laptop-1", "laptop-2"], "device_hostname": ["a", "b"]})
+    events, report = load_events(df)
+    assert events["device"].tolist() == ["laptop-1", "laptop-2"]
+    assert events["device.hostname"].tolist() == ["a", "b"]
+    assert report.problems.empty
+
+
+def test_blank_lines_empty_objects_and_bad_json_text_cells(tmp_path):
+    path = tmp_path / "b.jsonl"
+    path.write_text(
+        "\n".join(
+            [
+                json.dumps(nested_event(0)),
+                "",
+                "{}",
+                json.dumps(nested_event(1, time="not a time")),
+                "   ",
+                json.dumps(nested_event(2)),
+            ]
+        )
+        + "\n\n"
+    )
+    events, report = load_events(path)
+    assert len(events) == 3 and report.n_input == 4
+    assert problems_of(report, "empty_object")["line"].tolist() == [3]
+    assert problems_of(report, "unparseable_time")["line"].tolist() == [4]
+    cells = [json.dumps({"k": i}) for i in range(300)]
+    cells[10], cells[20] = "{not json", "plain text"
+    events, report = load_events(pd.DataFrame({"time": [T0] * 300, "unmapped": cells}))
+    assert "unmapped.k" in events.columns and pd.isna(events.loc[10, "unmapped.k"])
+    assert problems_of(report, "invalid_json")["line"].tolist() == [10]
+    assert problems_of(report, "wrong_type")["line"].tolist() == [20]
+    with pytest.raises(OCSFLoadError, match="no events"):
+        load_events([])
