@@ -268,7 +268,9 @@ def test_scenarios_look_like_the_incidents(sim):
     assert ex["traffic.bytes_out"].median() > 50 * normal_net["traffic.bytes_out"].median()
     adm = rows("off_hours_admin")
     local = _berlin(adm["time"])
-    assert (local.dt.day_of_week >= 5).all() and local.dt.hour.between(0, 5).all()
+    # at night, on a weekend where the window allows (the first 70 % of a week from Monday holds no
+    # weekend night, so the early session there is on a weeknight)
+    assert local.dt.hour.between(0, 5).all() and (local.dt.day_of_week >= 5).any()
     tb = rows("timeout_burst")
     assert (tb["http_response.latency"] == TIMEOUT_MS).mean() > 0.5
     creep = rows("latency_creep").sort_values("time")
@@ -283,6 +285,33 @@ def test_scenarios_look_like_the_incidents(sim):
         before = auth[(auth["user.name"] == r["user.name"]) & (auth["time"] < r["time"])
                       & (auth["time"] > r["time"] - 2 * 3_600_000) & auth["src_endpoint.location.country"].notna()]
         assert (before["src_endpoint.location.country"] != r["src_endpoint.location.country"]).any()
+
+
+def test_scenarios_recur_and_reach_the_test_window(sim):
+    """Every scenario has an incident in the last 15 % of the window (what a time split tests on), with
+    at least 30 % of a collective scenario's events; one with several incidents also has one in the first
+    70 % (a contaminated training baseline); the collective ones that happen twice hit two entities."""
+    ev = sim.events.drop_duplicates("metadata.uid").set_index("metadata.uid")
+    lab = sim.labels.set_index("event_uid")
+    start = pd.Timestamp(sim.start).value // 1_000_000
+    frac = (ev["time"] - start) / (sim.days * 86_400_000)  # position in the window, 0 to 1
+    sizes = plan(N, sim.days)
+    for name, sc in SCENARIOS.items():
+        f = frac.loc[lab.index[lab["scenario"] == name]]
+        assert f.between(0, 1, inclusive="left").all(), name
+        late = f >= 0.85
+        assert late.any(), f"{name}: nothing in the last 15 % of the window"
+        if sc.shape == "collective":
+            assert late.mean() >= 0.3, f"{name}: only {late.mean():.0%} of its events in the last 15 %"
+        if sizes[name].instances >= 2:
+            assert (f < 0.7).any(), f"{name}: {sizes[name].instances} incidents, none in the first 70 %"
+    for name in ("data_exfiltration", "port_scan", "dns_tunnelling", "timeout_burst", "error_storm"):
+        assert sizes[name].instances == 2, name
+        ent = lab.loc[lab["scenario"] == name, "entity"]
+        f = frac.loc[ent.index]
+        early, late = set(ent[f < 0.7]), set(ent[f >= 0.85])
+        assert len(early) == 1 and len(late) == 1 and early != late, (name, early, late)
+        assert ((f < 0.7) | (f >= 0.85)).all(), name  # two incidents: one early, one late, nothing between
 
 
 # --------------------------------------------------------------------------------------------------
