@@ -1,0 +1,18 @@
+"""Turn any flat event table into model inputs, without listing columns by hand.
+
+- :mod:`obsad.features.roles` — the role of each column, inferred from its data (rules in its docstring);
+- :mod:`obsad.features.text` — templating of free text and ids (``/orders/<NUM>/items``);
+- :mod:`obsad.features.values` — reading any dtype as numbers, instants or canonical strings;
+- :mod:`obsad.features.encoder` — :class:`FeatureEncoder` (fit/transform, JSON persistence) and
+  :class:`EncodedFeatures` (numeric block, categorical ids, names, cardinalities, sources).
+
+>>> enc = FeatureEncoder().fit(events)            # doctest: +SKIP
+>>> feats = enc.transform(events)                 # doctest: +SKIP
+>>> enc.describe()                                # doctest: +SKIP
+"""
+
+from .encoder import FORMAT, VERSION, EncodedFeatures, FeatureEncoder
+from .roles import OVERRIDE_ROLES
+from .text import template, template_array
+
+__all__ = ["FeatureEncoder", "EncodedFeatures", "template", "template_array", "OVERRIDE_ROLES", "FORMAT", "VERSION"]
