@@ -42,3 +42,18 @@ def test_flat_and_nested_exports_encode_to_the_same_features(both_shapes):
     assert np.array_equal(a.numeric, b.numeric)
     assert np.array_equal(a.categorical, b.categorical)
     assert a.numeric.shape[1] > 10 and a.categorical.shape[1] > 10
+
+
+def test_features_tables_read_back_identically(both_shapes, tmp_path):
+    from obsad.features import encoded_to_frame, read_encoded
+
+    (flat, _), _ = both_shapes
+    encoder = FeatureEncoder().fit(flat)
+    features = encoder.transform(flat)
+    encoded_to_frame(features, flat["metadata.uid"]).to_parquet(tmp_path / "f.parquet")
+    back, uids = read_encoded(tmp_path / "f.parquet", encoder)
+    assert np.array_equal(back.numeric, features.numeric) and np.array_equal(back.categorical, features.categorical)
+    assert back.cardinalities == features.cardinalities and list(uids) == list(flat["metadata.uid"])
+    pd.DataFrame({"event_uid": uids}).to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match="different encoder"):
+        read_encoded(tmp_path / "bad.parquet", encoder)

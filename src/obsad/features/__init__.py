@@ -4,7 +4,8 @@
 - :mod:`obsad.features.text` — templating of free text and ids (``/orders/<NUM>/items``);
 - :mod:`obsad.features.values` — reading any dtype as numbers, instants or canonical strings;
 - :mod:`obsad.features.encoder` — :class:`FeatureEncoder` (fit/transform, JSON persistence) and
-  :class:`EncodedFeatures` (numeric block, categorical ids, names, cardinalities, sources).
+  :class:`EncodedFeatures` (numeric block, categorical ids, names, cardinalities, sources);
+- :mod:`obsad.features.frames` — encoded features as Parquet tables keyed by event uid, and back.
 
 >>> enc = FeatureEncoder().fit(events)            # doctest: +SKIP
 >>> feats = enc.transform(events)                 # doctest: +SKIP
@@ -12,7 +13,8 @@
 """
 
 from .encoder import FORMAT, VERSION, EncodedFeatures, FeatureEncoder
+from .frames import encoded_from_frame, encoded_to_frame, read_encoded
 from .roles import OVERRIDE_ROLES
 from .text import template, template_array
 
-__all__ = ["FeatureEncoder", "EncodedFeatures", "template", "template_array", "OVERRIDE_ROLES", "FORMAT", "VERSION"]
+__all__ = ["FeatureEncoder", "EncodedFeatures", "encoded_to_frame", "encoded_from_frame", "read_encoded", "template", "template_array", "OVERRIDE_ROLES", "FORMAT", "VERSION"]
