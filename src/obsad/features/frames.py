@@ -35,8 +35,8 @@ def encoded_from_frame(frame: pd.DataFrame, encoder: FeatureEncoder) -> EncodedF
         raise ValueError(f"the features table lacks {len(missing)} of the encoder's outputs (e.g. {missing[:3]}); "
                          "was it written with a different encoder?")
     return EncodedFeatures(
-        numeric=frame[list(encoder.numeric_names_)].to_numpy(dtype=np.float32),
-        categorical=frame[list(encoder.categorical_names_)].to_numpy(dtype=np.int64),
+        numeric=frame[list(encoder.numeric_names_)].to_numpy(dtype=np.float32, copy=True),
+        categorical=frame[list(encoder.categorical_names_)].to_numpy(dtype=np.int64, copy=True),
         numeric_names=list(encoder.numeric_names_),
         categorical_names=list(encoder.categorical_names_),
         cardinalities=list(encoder.cardinalities_),
