@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
@@ -427,3 +428,69 @@ def test_high_cardinality_keeps_frequency_and_registered_domain():
     assert dom[1] >= 2 and dom[2] == 1  # new host under a known domain vs a never-seen domain
     freq = col(feats, "host.freq")
     assert freq[0] > 0 and freq[1] == 0 and freq[2] == 0
+
+
+# ------------------------------------------------------------------------- identifier-like codes, port ranges
+def test_near_unique_integer_codes_are_dropped_as_identifiers():
+    rng = np.random.default_rng(11)
+    n = 3000
+    df = pd.DataFrame({
+        "process.pid": rng.integers(100, 40_000, n),  # a code by name, but almost every value a one-off
+        "job.status": rng.integers(0, 30, n),  # 30 codes, each seen ~100 times: a real category
+        "exit_code": rng.choice([0, 1, 2], n),
+    })
+    enc = FeatureEncoder().fit(df)
+    assert enc.roles_ == {"process.pid": "drop_identifier", "job.status": "categorical", "exit_code": "categorical"}
+    st = state(enc, "process.pid")
+    assert st["numeric"] == [] and st["categorical"] == []
+    assert "cover" in st["reason"] and "filled rows" in st["reason"]
+    # the rule is the coverage: raise the bar above the status column's and it goes too
+    assert FeatureEncoder(min_code_coverage=1.0, min_frequency=200).fit(df).roles_["job.status"] == "drop_identifier"
+
+
+def test_near_unique_ports_are_encoded_by_iana_range(fitted):
+    assert "src_endpoint.port.range" in fitted.categorical_names_
+    assert "src_endpoint.port" not in fitted.categorical_names_
+    assert "dst_endpoint.port" in fitted.categorical_names_  # 4 service ports: a plain categorical
+    rng = np.random.default_rng(5)
+    ports = np.concatenate([rng.integers(1024, 65536, 2000), np.full(50, 22), np.arange(100, 111)]).astype(float)
+    df = pd.DataFrame({"src_port": ports})
+    enc = FeatureEncoder().fit(df)
+    st = state(enc, "src_port")
+    assert st["role"] == "categorical" and st["port_ranges"] is True and "IANA" in st["reason"]
+    assert enc.categorical_names_ == ["src_port.range"]
+    assert set(st["vocab"]) == {"22", "<well-known>", "<registered>", "<dynamic>"}
+    new = pd.DataFrame({"src_port": [22, 105, 1000, 5000, 50000, 70000, None, 22.5]})
+    ids = enc.transform(new).categorical[:, 0]
+    pos = {v: i + 2 for i, v in enumerate(st["vocab"])}
+    assert list(ids) == [pos["22"], pos["<well-known>"], pos["<well-known>"], pos["<registered>"],
+                         pos["<dynamic>"], 1, 0, 1]
+    as_strings = new.assign(src_port=["22", "105", "1000", "5000", "50000", "70000", None, "nope"])
+    assert list(enc.transform(as_strings).categorical[:, 0]) == list(ids)
+
+
+def test_relative_floor_keeps_chance_repeats_out_of_vocabularies():
+    df = pd.DataFrame({"kind": ["a"] * 59_995 + ["b"] * 5})
+    # 5 >= min_frequency, but 5 rows of 60,000 are under the 0.01 % floor (6 rows)
+    assert state(FeatureEncoder().fit(df), "kind")["vocab"] == ["a"]
+    assert state(FeatureEncoder(min_frequency_ratio=0.0).fit(df), "kind")["vocab"] == ["a", "b"]
+
+
+def test_codes_read_the_same_whatever_the_dtype():
+    values = [200, 404, None, 200, 500, 404, 200] * 30
+    base = pd.DataFrame({"http.code": pd.array(values, dtype="Int64")})
+    enc = FeatureEncoder().fit(base)
+    expected = enc.transform(base).categorical
+    variants = [
+        pd.Series(values, dtype="float64"),
+        pd.Series([np.nan if v is None else str(v) for v in values], dtype=object),
+        pd.Series(values, dtype=pd.ArrowDtype(pa.int64())),
+        pd.Series([v if v is not None else None for v in values], dtype=object),
+    ]
+    for v in variants:
+        got = enc.transform(pd.DataFrame({"http.code": v})).categorical
+        assert np.array_equal(got, expected), v.dtype
+    odd = pd.DataFrame({"http.code": [200.0, 200.5, np.inf, -0.0, 1e300, np.nan, 404.0]})
+    assert list(enc.transform(odd).categorical[:, 0]) == [expected[0, 0], 1, 1, 1, 1, 0, expected[1, 0]]
+    assert list(enc.transform(pd.DataFrame({"http.code": np.array([200, 7, 404], dtype=np.uint16)}))
+                .categorical[:, 0]) == [expected[0, 0], 1, expected[1, 0]]

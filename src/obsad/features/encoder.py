@@ -5,20 +5,26 @@ applies them column by column in sorted name order, on blocks of rows, as (colum
 threads (the heavy lifting — factorising, regex templating, arithmetic — runs in numpy/pyarrow code that
 releases the GIL). Every output value depends only on its own row and the fitted state, so neither threads nor
 blocks change a bit of the result. Per column, work is done once per *distinct* value where that is cheaper
-(vocabulary lookups, IP parsing, templating of repetitive text).
+(IP parsing, templating of text, frequencies), or as one lookup per row where that is (string categories
+through one hashing pass into the small vocabulary, integer codes through a dense table: no hashing at all).
+Each task writes its outputs into a column-major buffer; the row-major outputs are filled from it by a blocked
+transpose, in parallel too.
 
 Outputs per role (``c`` = the column name; numeric outputs, then categorical ones):
 
 - ``numeric``: ``c`` (scaled) and ``c.missing`` if the column had missing values in training;
 - ``timestamp``: ``c.hour_sin``, ``c.hour_cos``, ``c.dow_sin``, ``c.dow_cos`` (UTC), and ``c.missing`` likewise;
-- ``categorical``: ``c``;
+- ``categorical``: ``c``; for a port column of mostly one-off values (:mod:`obsad.features.roles`), ``c.range``
+  instead: its IANA range (``<well-known>``, ``<registered>``, ``<dynamic>``) or, for a frequent well-known port,
+  the port itself;
 - ``ip``: ``c.private``, ``c.freq``; ``c.prefix16``, ``c.prefix24``;
 - ``text``: ``c.length``; ``c.template``;
 - ``high_cardinality``: ``c.freq``; ``c`` and, for domain-like values, ``c.domain``;
 - ``drop_*`` / ``excluded``: nothing.
 
-Categorical ids: 0 = missing, 1 = rare or unknown, 2.. = the vocabulary (values seen at least ``min_frequency``
-times in training, the ``max_categories`` most frequent, ties by value). A value never seen maps to 1, never
+Categorical ids: 0 = missing, 1 = rare or unknown, 2.. = the vocabulary (values seen at least
+``max(min_frequency, ceil(min_frequency_ratio × filled rows))`` times in training, the ``max_categories`` most
+frequent, ties by value). A value never seen maps to 1, never
 to an error. Numeric outputs are float32, finite, clipped to ``[-clip, clip]``.
 
 The fitted state is plain JSON (:meth:`FeatureEncoder.to_dict`, :meth:`FeatureEncoder.save`); a loaded encoder
@@ -31,6 +37,7 @@ import inspect
 import json
 import logging
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -151,6 +158,27 @@ def _lookup(vocab: pa.Array, keys: pa.Array) -> np.ndarray:
         keys = pc.cast(keys, pa.large_string())
     pos = pc.fill_null(pc.index_in(keys, value_set=vocab), -1).to_numpy(zero_copy_only=False).astype(np.int64)
     return np.where(pos >= 0, pos + N_RESERVED, UNKNOWN_ID)
+
+
+def _lookup_rows(cache: dict, key: str, values: list[str], arr: pa.Array) -> np.ndarray:
+    """Category id of each row of a string array: 0 for null, else as :func:`_lookup` — one hashing pass and
+    one table gather, no data-dependent branches (a null is looked up as a value of its own: the value set
+    ends with a null)."""
+    if len(arr) == 0:
+        return np.zeros(0, dtype=np.int64)
+    tables = cache.get(key + "/rows")
+    if tables is None:
+        value_set = pa.array(list(values) + [None], type=pa.large_string())
+        lut = np.empty(len(values) + 2, dtype=np.int64)  # index + 1: 0 not found, 1.. vocabulary, last null
+        lut[0] = UNKNOWN_ID
+        lut[1:-1] = np.arange(len(values), dtype=np.int64) + N_RESERVED
+        lut[-1] = MISSING_ID
+        tables = cache[key + "/rows"] = (value_set, lut)
+    value_set, lut = tables
+    if arr.type != pa.large_string():
+        arr = pc.cast(arr, pa.large_string())
+    pos = pc.fill_null(pc.index_in(arr, value_set=value_set), -1).to_numpy(zero_copy_only=False)
+    return lut[pos + 1]
 
 
 def _gather(per_unique: np.ndarray, codes: np.ndarray, missing_value) -> np.ndarray:
@@ -301,16 +329,29 @@ def _fit_timestamp(p: R.ColumnProfile, hints: dict, enc: "FeatureEncoder") -> di
 
 
 def _cyclic(ms: np.ndarray) -> list[np.ndarray]:
-    """Hour-of-day and day-of-week angles (UTC, Monday = 0, continuous) of epoch ms; NaN -> all zeros."""
+    """Hour-of-day and day-of-week angles (UTC, Monday = 0, continuous) of epoch ms; NaN -> all zeros.
+
+    The trigonometry runs on the present values only (a sparse time column costs what its filled rows cost)."""
     miss = np.isnan(ms)
-    ms = np.where(miss, 0.0, ms)
+    if not miss.any():
+        return _cyclic_present(ms)
+    rows = np.flatnonzero(~miss)
+    out = []
+    for values in _cyclic_present(ms[rows]):
+        o = np.zeros(len(ms), dtype=np.float32)
+        o[rows] = values
+        out.append(o)
+    return out
+
+
+def _cyclic_present(ms: np.ndarray) -> list[np.ndarray]:
     day_ms = np.mod(ms, _DAY_MS)
     hours = day_ms / _HOUR_MS
     dow = np.mod(np.floor(ms / _DAY_MS) + 3.0, 7.0) + hours / 24.0  # 1970-01-01 was a Thursday (3)
     ah = hours * (_TWO_PI / 24.0)
     ad = dow * (_TWO_PI / 7.0)
-    out = [np.sin(ah), np.cos(ah), np.sin(ad), np.cos(ad)]
-    return [np.where(miss, 0.0, o).astype(np.float32) for o in out]
+    return [np.sin(ah).astype(np.float32), np.cos(ah).astype(np.float32),
+            np.sin(ad).astype(np.float32), np.cos(ad).astype(np.float32)]
 
 
 def _tf_timestamp(st: dict, s: pd.Series, cache: dict, clip: float):
@@ -321,7 +362,61 @@ def _tf_timestamp(st: dict, s: pd.Series, cache: dict, clip: float):
     return out, [], bad
 
 
+def _port_keys(values: np.ndarray, counts: np.ndarray, min_count: int) -> list[str | None]:
+    """Vocabulary key of each distinct port number: the number itself for a well-known port seen ``min_count``
+    times, else its IANA range label (None for a value that is no port number)."""
+    keys: list[str | None] = []
+    for v, c in zip(values.tolist(), counts.tolist()):
+        if not (float(v).is_integer() and 0 <= v <= R.MAX_PORT):
+            keys.append(None)
+            continue
+        label = next(lab for lab, lo, hi in R.PORT_RANGES if lo <= v <= hi)
+        keys.append(str(int(v)) if label == R.PORT_RANGES[0][0] and c >= min_count else label)
+    return keys
+
+
+def _fit_port_ranges(p: R.ColumnProfile, enc: "FeatureEncoder") -> dict:
+    x = p.floats
+    values, counts = np.unique(x[np.isfinite(x)], return_counts=True)
+    min_count = enc._min_count(p.n_present)
+    keys = pa.array(_port_keys(values, counts, min_count), type=pa.large_string())
+    vocab = _vocab(keys, counts, min_count, enc.max_categories)
+    shown = ", ".join(vocab[:8]) + (", ..." if len(vocab) > 8 else "")
+    return {"vocab": vocab, "as_numbers": True, "port_ranges": True, "categorical": [f"{p.name}.range"],
+            "cardinalities": [len(vocab) + N_RESERVED], "reason_suffix": f"; {len(vocab)} known: {shown}"}
+
+
+def _port_table(cache: dict, vocab: list[str]) -> tuple[int, np.ndarray]:
+    """Dense id table over 0..65535 for a port-range state (see :func:`_int_code_ids`): each port reads its
+    exact id when kept, else its range's id (1 when that range never made the vocabulary). Cached."""
+    table = cache.get("ports")
+    if table is None:
+        pos = {v: i + N_RESERVED for i, v in enumerate(vocab)}
+        lut = np.full(R.MAX_PORT + 2, UNKNOWN_ID, dtype=np.int64)  # lut[port + 1]; lut[0]: no port number
+        for label, lo, hi in R.PORT_RANGES:
+            lut[lo + 1:hi + 2] = pos.get(label, UNKNOWN_ID)
+        for v, i in pos.items():
+            if v.isascii() and v.isdigit() and int(v) <= R.MAX_PORT:
+                lut[int(v) + 1] = i
+        table = cache["ports"] = (0, lut)
+    return table
+
+
+def _tf_port_ranges(st: dict, s: pd.Series, cache: dict) -> np.ndarray:
+    kind = V.column_kind(s)
+    table = _port_table(cache, st["vocab"])
+    if kind == V.KIND_NUMBER:
+        return _int_code_ids(table, s, kind)
+    # ports as strings (or any drifted dtype): parsed; a present value that is no number is unknown, not missing
+    x, _ = V.to_float(s, kind)
+    ids = _float_code_ids(table, x)
+    ids[np.isnan(x) & s.notna().to_numpy()] = UNKNOWN_ID
+    return ids
+
+
 def _fit_categorical(p: R.ColumnProfile, hints: dict, enc: "FeatureEncoder") -> dict:
+    if hints.get("port_ranges"):
+        return _fit_port_ranges(p, enc)
     as_numbers = bool(hints.get("as_numbers", False)) or bool(hints.get("as_strings", False))
     if as_numbers and p.kind in (V.KIND_STRING, V.KIND_MIXED):
         codes, uniques = V.factorize(p.series, p.kind, as_numbers=True)
@@ -329,15 +424,100 @@ def _fit_categorical(p: R.ColumnProfile, hints: dict, enc: "FeatureEncoder") -> 
     else:
         _, uniques = p.factorized
         counts = p.counts
-    vocab = _vocab(uniques, counts, enc.min_frequency, enc.max_categories)
+    vocab = _vocab(uniques, counts, enc._min_count(p.n_present), enc.max_categories)
     return {"vocab": vocab, "as_numbers": as_numbers, "categorical": [p.name],
             "cardinalities": [len(vocab) + N_RESERVED]}
 
 
+def _int_code_table(cache: dict, vocab: list[str]) -> tuple[int, np.ndarray] | None:
+    """Dense id table ``(low, lut)`` for a vocabulary whose number-like entries are all integers in a small
+    range (codes): ``lut[v - low + 1]`` is the id of integer ``v``, ``lut[0]`` the unknown id. None when a number-like entry is not an integer
+    or the range is wide — the caller then goes through :func:`obsad.features.values.factorize`. Cached.
+
+    A number ``x`` reads ``canonical(x)``; that string is in the vocabulary iff ``x`` is an integer equal to one
+    of the integer entries (entries that are not canonical numbers never equal a number's canonical string;
+    integer strings have no ``.``/``e``, so a non-integral number never reads as one)."""
+    if "int_codes" in cache:
+        return cache["int_codes"]
+    table = None
+    ints, pos = [], []
+    ok = True
+    for i, v in enumerate(vocab):
+        if re.fullmatch(r"-?\d+", v):
+            iv = int(v)
+            if str(iv) == v and abs(iv) <= 2**31:
+                ints.append(iv)
+                pos.append(i)
+                continue
+            ok = False
+            break
+        try:
+            float(v)  # another number-like entry ("0.5", "1e+20", "inf"): not for the dense table
+            ok = False
+            break
+        except ValueError:
+            pass  # a plain string: no number reads as it
+    if ok:
+        low, high = (min(ints), max(ints)) if ints else (0, -1)
+        if high - low <= 1 << 20:
+            lut = np.full(high - low + 2, UNKNOWN_ID, dtype=np.int64)
+            lut[np.asarray(ints, dtype=np.int64) - low + 1] = np.asarray(pos, dtype=np.int64) + N_RESERVED
+            table = (low, lut)
+    cache["int_codes"] = table
+    return table
+
+
+def _int_code_ids(table: tuple[int, np.ndarray], s: pd.Series, kind: str) -> np.ndarray:
+    """Category ids of a numeric column through a dense :func:`_int_code_table` (missing -> 0), without
+    data-dependent branches: integer dtypes are looked up as integers (masked ``Int64`` through its data and
+    mask), anything else as float64 values of which only the integral ones inside the table's range can hit."""
+    low, lut = table
+    high = low + len(lut) - 2
+    data = mask = None
+    dtype = s.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "iu":
+        data = s.to_numpy()
+    elif getattr(dtype, "kind", None) in ("i", "u") and hasattr(s.array, "_data") and hasattr(s.array, "_mask"):
+        data, mask = s.array._data, s.array._mask  # pandas masked integer array
+    if data is not None and data.dtype.kind == "u" and data.dtype.itemsize == 8:
+        data = None  # uint64 beyond int64: the float path handles it
+    if data is not None:
+        data = data.astype(np.int64, copy=False)
+        inside = (data >= low) & (data <= high)
+        k = (data - (low - 1)) * inside  # 1.. inside the table, 0 (unknown) outside; overflow only where inside=0
+        out = lut[k]
+        if mask is not None:
+            out *= ~mask  # MISSING_ID is 0
+        return out
+    return _float_code_ids(table, V.to_float(s, kind)[0])
+
+
+def _float_code_ids(table: tuple[int, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """:func:`_int_code_ids` of float64 values (NaN = missing)."""
+    low, lut = table
+    with np.errstate(invalid="ignore", over="ignore"):
+        off = x - low  # exact for every value that can hit: integers within 2**20 of ``low`` (|low| <= 2**31)
+        ki = off.astype(np.int64)  # NaN/inf/huge give garbage that the checks below reject
+        hit = (ki.astype(np.float64) == off) & (ki >= 0) & (ki < len(lut) - 1)
+    out = lut[(ki + 1) * hit]
+    out *= ~np.isnan(x)
+    return out
+
+
 def _tf_categorical(st: dict, s: pd.Series, cache: dict, clip: float):
-    codes, uniques = V.factorize(s, as_numbers=st["as_numbers"])
-    ids = _lookup(_vocab_array(cache, "vocab", st["vocab"]), uniques)
-    return [], [_gather(ids, codes, MISSING_ID)], 0
+    if st.get("port_ranges"):
+        return [], [_tf_port_ranges(st, s, cache)], 0
+    kind = V.column_kind(s)
+    if kind == V.KIND_NUMBER:
+        # integer codes: one table lookup per row instead of hashing values and printing the distinct ones
+        table = _int_code_table(cache, st["vocab"])
+        if table is not None:
+            return [], [_int_code_ids(table, s, kind)], 0
+    elif kind == V.KIND_STRING and not st["as_numbers"]:
+        # strings: look each row up in the (small) vocabulary directly, no dictionary-encoding pass
+        return [], [_lookup_rows(cache, "vocab", st["vocab"], V.arrow_strings(s, kind))], 0
+    codes, uniques = V.factorize(s, kind, as_numbers=st["as_numbers"])
+    return [], [_gather(_lookup(_vocab_array(cache, "vocab", st["vocab"]), uniques), codes, MISSING_ID)], 0
 
 
 def _freq_state(uniques: pa.Array, counts: np.ndarray, n_missing: int, n_rows: int, cap: int) -> dict:
@@ -369,8 +549,8 @@ def _fit_ip(p: R.ColumnProfile, hints: dict, enc: "FeatureEncoder") -> dict:
     counts = p.counts
     p16, p24, _ = _ip_keys(uniques)
     st = {
-        "vocab16": _vocab(p16, counts, enc.min_frequency, enc.max_categories),
-        "vocab24": _vocab(p24, counts, enc.min_frequency, enc.max_categories),
+        "vocab16": _vocab(p16, counts, enc._min_count(p.n_present), enc.max_categories),
+        "vocab24": _vocab(p24, counts, enc._min_count(p.n_present), enc.max_categories),
     }
     st.update(_freq_state(uniques, counts, p.n_missing, p.n, enc.max_frequency_values))
     st["numeric"] = [f"{p.name}.private", f"{p.name}.freq"]
@@ -402,7 +582,7 @@ def _tf_ip(st: dict, s: pd.Series, cache: dict, clip: float):
 def _fit_text(p: R.ColumnProfile, hints: dict, enc: "FeatureEncoder") -> dict:
     codes, uniques = p.factorized
     templates, fired = p.templates
-    vocab = _vocab(templates, p.counts, enc.min_frequency, enc.max_categories)
+    vocab = _vocab(templates, p.counts, enc._min_count(p.n_present), enc.max_categories)
     n_templates = len(pc.unique(templates))
     lens = pc.utf8_length(uniques).to_numpy(zero_copy_only=False).astype(np.float64)
     per_row = np.log1p(lens[codes[codes >= 0]]) if len(uniques) else np.zeros(0)
@@ -417,24 +597,17 @@ def _fit_text(p: R.ColumnProfile, hints: dict, enc: "FeatureEncoder") -> dict:
 
 
 def _tf_text(st: dict, s: pd.Series, cache: dict, clip: float):
-    kind = V.column_kind(s)
-    vocab = _vocab_array(cache, "vocab", st["vocab"])
-    if st["factorize_first"] or kind != V.KIND_STRING:
-        codes, uniques = V.factorize(s, kind)
-        templ, _ = T.template_array(uniques, st["masks"])
-        ids = _gather(_lookup(vocab, templ), codes, MISSING_ID)
-        lens_u = pc.utf8_length(uniques).to_numpy(zero_copy_only=False).astype(np.float64)
-        lens = _gather(np.log1p(lens_u), codes, np.nan)
-    else:
-        arr = V.arrow_strings(s, kind)
-        templ, _ = T.template_array(arr, st["masks"])
-        enc = pc.dictionary_encode(templ)
-        tcodes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-        ids = _gather(_lookup(vocab, enc.dictionary), tcodes, MISSING_ID)
-        lens = np.log1p(pc.cast(pc.utf8_length(arr), pa.float64()).to_numpy(zero_copy_only=False))
-    lens = np.where(np.isnan(lens), st["length_center"], lens)
-    z = np.clip((lens - st["length_center"]) / st["length_scale"], -clip, clip).astype(np.float32)
-    return [z], [ids], 0
+    # Everything is computed once per distinct value (templates, lengths, scaled lengths), then spread to rows:
+    # dictionary-encoding a block is a single hashing pass, cheaper than even one regex pass over every row.
+    # (``factorize_first`` in the state is kept for older files; the distinct-values path is used always.)
+    codes, uniques = V.factorize(s)
+    templ, _ = T.template_array(uniques, st["masks"])
+    ids = _gather(_lookup(_vocab_array(cache, "vocab", st["vocab"]), templ), codes, MISSING_ID)
+    center, scale = st["length_center"], st["length_scale"]
+    lens = np.log1p(pc.utf8_length(uniques).to_numpy(zero_copy_only=False).astype(np.float64))
+    z = np.clip((lens - center) / scale, -clip, clip).astype(np.float32)
+    z_missing = np.float32(np.clip((np.float64(center) - center) / scale, -clip, clip))
+    return [_gather(z, codes, z_missing)], [ids], 0
 
 
 def _fit_high_cardinality(p: R.ColumnProfile, hints: dict, enc: "FeatureEncoder") -> dict:
@@ -447,7 +620,7 @@ def _fit_high_cardinality(p: R.ColumnProfile, hints: dict, enc: "FeatureEncoder"
     never-seen domain are different events."""
     _, uniques = p.factorized
     counts = p.counts
-    st = {"vocab": _vocab(uniques, counts, enc.min_frequency, enc.max_categories)}
+    st = {"vocab": _vocab(uniques, counts, enc._min_count(p.n_present), enc.max_categories)}
     st.update(_freq_state(uniques, counts, p.n_missing, p.n, enc.max_frequency_values))
     domain = hints.get("domain")
     if domain is None:
@@ -461,7 +634,7 @@ def _fit_high_cardinality(p: R.ColumnProfile, hints: dict, enc: "FeatureEncoder"
         n_domains = len(pc.unique(doms))
         # worth an output only when it groups values (hosts under domains), not when it repeats them
         if 2 <= n_domains <= 0.5 * p.n_unique:
-            st["domain_vocab"] = _vocab(doms, counts, enc.min_frequency, enc.max_categories)
+            st["domain_vocab"] = _vocab(doms, counts, enc._min_count(p.n_present), enc.max_categories)
             st["categorical"].append(f"{p.name}.domain")
             st["cardinalities"].append(len(st["domain_vocab"]) + N_RESERVED)
             st["reason_suffix"] = f"; domain-like: {n_domains} registered domains"
@@ -523,6 +696,8 @@ def _check_types(st: dict) -> None:
             strings(key)
     if role == R.HIGH_CARDINALITY:
         strings("domain_vocab", optional=True)
+    if role == R.CATEGORICAL and not isinstance(st.get("port_ranges", False), bool):
+        raise ValueError(f"column {name!r}: 'port_ranges' must be a boolean")
     for key in ("fill", "center", "scale", "length_center", "length_scale", "missing_count", "n_fit"):
         if key in _REQUIRED.get(role, ()):
             number(key)
@@ -553,6 +728,12 @@ class FeatureEncoder(BaseEstimator):
         columns (or glob patterns such as ``"unmapped.*"``) ignored entirely, e.g. label columns.
     min_frequency:
         a value enters a vocabulary when seen at least this many times in training (rarer ones share id 1).
+    min_frequency_ratio:
+        ... and in at least this fraction of the column's filled training rows (default 0.01 %: 100 times in a
+        million rows), so that in a big table the chance repeats of a near-unique value stay out.
+    min_code_coverage:
+        an integer code column (more than ``max_code_values`` distinct values) whose vocabulary-worthy values cover
+        less than this share of its filled rows is identifier-like: dropped, or encoded by IANA range for ports.
     max_categories:
         at most this many known values per categorical output (the most frequent).
     low_cardinality:
@@ -575,8 +756,8 @@ class FeatureEncoder(BaseEstimator):
     n_jobs:
         threads for fit/transform (None: the CPUs available, at most 8; 1: no threads).
     chunk_rows:
-        ``transform`` works on blocks of this many rows (column x block tasks share the threads; outputs are
-        assembled block by block, cache-friendly). Outputs do not depend on it.
+        ``transform`` works on blocks of this many rows (column x block tasks share the threads; fewer, larger
+        blocks mean less per-task overhead and fewer repeated distinct values). Outputs do not depend on it.
 
     Fitted attributes (trailing underscore): ``columns_`` (per-column JSON state, sorted), ``roles_``,
     ``numeric_names_``, ``categorical_names_``, ``cardinalities_``, ``sources_``, ``n_fit_rows_``.
@@ -588,6 +769,8 @@ class FeatureEncoder(BaseEstimator):
         exclude: Sequence[str] | None = None,
         *,
         min_frequency: int = 5,
+        min_frequency_ratio: float = 1e-4,
+        min_code_coverage: float = 0.5,
         max_categories: int = 512,
         low_cardinality: int = 64,
         max_code_values: int = 16,
@@ -599,11 +782,13 @@ class FeatureEncoder(BaseEstimator):
         max_frequency_values: int = 10_000,
         drop_duplicates: bool = True,
         n_jobs: int | None = None,
-        chunk_rows: int = 65_536,
+        chunk_rows: int = 131_072,
     ):
         self.overrides = overrides
         self.exclude = exclude
         self.min_frequency = min_frequency
+        self.min_frequency_ratio = min_frequency_ratio
+        self.min_code_coverage = min_code_coverage
         self.max_categories = max_categories
         self.low_cardinality = low_cardinality
         self.max_code_values = max_code_values
@@ -627,6 +812,10 @@ class FeatureEncoder(BaseEstimator):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+        for name in ("min_frequency_ratio", "min_code_coverage"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not (0 <= float(v) <= 1):
+                raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
         if not (0 < float(self.identifier_ratio) <= 1):
             raise ValueError(f"identifier_ratio must be in (0, 1], got {self.identifier_ratio!r}")
         if not (float(self.clip) > 0):
@@ -634,6 +823,10 @@ class FeatureEncoder(BaseEstimator):
         for col, role in dict(self.overrides or {}).items():
             if role not in R.OVERRIDE_ROLES:
                 raise ValueError(f"override for {col!r}: unknown role {role!r}; expected one of {R.OVERRIDE_ROLES}")
+
+    def _min_count(self, n_present: int) -> int:
+        """Least training count for a vocabulary value of a column with ``n_present`` filled rows."""
+        return R.vocabulary_min_count(n_present, self.min_frequency, self.min_frequency_ratio)
 
     def _threads(self) -> int:
         if self.n_jobs is not None and self.n_jobs > 0:
@@ -794,7 +987,22 @@ class FeatureEncoder(BaseEstimator):
         bounds = [(lo, min(lo + step, n)) for lo in range(0, n, step)] or [(0, 0)]
         tasks = [(k, lo, hi) for lo, hi in bounds for k in range(len(active))]
 
-        def run(task: tuple[int, int, int]):
+        # Each task copies its outputs into one row of a column-major buffer (a contiguous copy, in the threads:
+        # numpy copies release the GIL); the buffers are then transposed into the row-major outputs by row
+        # ranges, in parallel too. Column-wise writes straight into a row-major array are strided and cost
+        # about twice as much as this blocked transpose.
+        d_num, d_cat = len(self.numeric_names_), len(self.categorical_names_)
+        num_t = np.empty((d_num, n), dtype=np.float32)
+        cat_t = np.empty((d_cat, n), dtype=np.int64)
+        offsets, i_num, i_cat = [], 0, 0
+        for st in active:
+            offsets.append((i_num, i_cat))
+            i_num += len(st["numeric"])
+            i_cat += len(st["categorical"])
+        if (i_num, i_cat) != (d_num, d_cat):
+            raise RuntimeError("internal error: output widths disagree with the fitted state")
+
+        def run(task: tuple[int, int, int]) -> int:
             k, lo, hi = task
             st = active[k]
             col = st["column"]
@@ -802,26 +1010,33 @@ class FeatureEncoder(BaseEstimator):
                 series = columns[col].iloc[lo:hi]
             else:
                 series = pd.Series(np.full(hi - lo, np.nan), index=df.index[lo:hi])
-            return _TRANSFORM[st["role"]](st, series, caches.setdefault(col, {}), float(self.clip))
+            nums, cats, bad = _TRANSFORM[st["role"]](st, series, caches.setdefault(col, {}), float(self.clip))
+            if len(nums) != len(st["numeric"]) or len(cats) != len(st["categorical"]):
+                raise RuntimeError(f"internal error: outputs of {col!r} disagree with the fitted state")
+            j_num, j_cat = offsets[k]
+            for j, a in enumerate(nums):
+                num_t[j_num + j, lo:hi] = a
+            for j, a in enumerate(cats):
+                cat_t[j_cat + j, lo:hi] = a
+            return int(bad)
 
-        results = self._map(run, tasks, n, cost=lambda t: _COST.get(active[t[0]]["role"], 1) * (t[2] - t[1]))
-        d_num, d_cat = len(self.numeric_names_), len(self.categorical_names_)
+        bads = self._map(run, tasks, n, cost=lambda t: _COST.get(active[t[0]]["role"], 1) * (t[2] - t[1]))
         num = np.empty((n, d_num), dtype=np.float32)
         cat = np.empty((n, d_cat), dtype=np.int64)
+
+        def assemble(rows: tuple[int, int]) -> None:
+            lo, hi = rows
+            num[lo:hi] = num_t[:, lo:hi].T
+            cat[lo:hi] = cat_t[:, lo:hi].T
+
+        n_parts = max(1, min(4 * self._threads(), -(-n // 8192)))
+        part = -(-n // n_parts) if n else 1
+        self._map(assemble, [(lo, min(lo + part, n)) for lo in range(0, n, part)], n)
         unparsed: dict[str, int] = {}
-        for c, (lo, hi) in enumerate(bounds):
-            block = results[c * len(active):(c + 1) * len(active)]
-            nums = [a for nums_, _, _ in block for a in nums_]
-            cats = [a for _, cats_, _ in block for a in cats_]
-            if len(nums) != d_num or len(cats) != d_cat:
-                raise RuntimeError("internal error: output widths disagree with the fitted state")
-            if nums:
-                num[lo:hi] = np.column_stack(nums)
-            if cats:
-                cat[lo:hi] = np.column_stack(cats)
-            for st, (_, _, bad) in zip(active, block):
-                if bad:
-                    unparsed[st["column"]] = unparsed.get(st["column"], 0) + int(bad)
+        for (k, _, _), bad in zip(tasks, bads):
+            if bad:
+                col = active[k]["column"]
+                unparsed[col] = unparsed.get(col, 0) + bad
         report = {
             "n_rows": n,
             "missing_columns": missing,

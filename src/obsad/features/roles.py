@@ -17,11 +17,27 @@ strings the templates of its distinct values) and given one role by the first ru
     ``HTTP/1.1`` vs ``HTTP/2`` stay apart); integer columns that are codes, not
     quantities: the last name token says so (``port``, ``code``, ``status``, ``id``, ``uid``, ``type``, ...) or there
     are at most ``max_code_values`` distinct integers. Arithmetic on port 443 vs 8080 means nothing.
+    Vocabularies (here and in every role) admit a value seen at least ``min_count`` times, where
+    ``min_count = max(min_frequency, ceil(min_frequency_ratio × filled rows))``: the relative floor (0.01 % by
+    default; it only bites above 50,000 filled rows) keeps the chance repeats of a near-unique field out of the
+    vocabulary of a big table, where ``min_frequency`` alone would be reached by luck.
 ``drop_identifier``
     unique-per-event ids (event uids, trace/span/request ids): strings that do not read as text, whose distinct
     ratio (distinct / present) is at least ``identifier_ratio``, and whose templates say nothing either — one
     shape for 95 % of the values (``<UUID>``, ``req-<HEX>``) or as many shapes as values (random tokens).
     Integer columns whose name says id/uid with such a ratio too. As categories they are thousands of one-off values.
+
+    Also integer codes that are mostly one-offs (process ids, ephemeral ports): a code column with more than
+    ``max_code_values`` distinct values whose values seen at least ``min_count`` times cover less than
+    ``min_code_coverage`` (half) of its filled rows. Most of its rows would share the rare id anyway, and the ids
+    of the few values repeated by chance are noise a model can memorise. (With the relative floor this also
+    catches values spread evenly over a big table, each seen often but each a tiny share of the rows.)
+    **Ports are the exception**: when the last name token says port (``port``, ``sport``, ``dport``, ...) and every
+    value is an integer in 0..65535, the column stays ``categorical`` but is encoded as its IANA range — one
+    output ``c.range`` with ids for ``<well-known>`` (< 1024), ``<registered>`` (1024..49151) and ``<dynamic>``
+    (>= 49152), plus the exact well-known ports seen ``min_count`` times (a client connecting *from* port 22 or
+    123 is worth telling apart). A port column with high coverage (``dst_endpoint.port``: a few service ports)
+    is a plain categorical.
 ``text``
     strings that read like text (whitespace, ``/``, query strings, > 64 chars in half of the distinct values:
     messages, URL paths, user agents), and near-unique tokens whose templates collapse to a few shapes
@@ -75,11 +91,16 @@ DROP_ROLES = (DROP_CONSTANT, DROP_IDENTIFIER, DROP_DUPLICATE, DROP)
 #: roles a caller may force through ``overrides``
 OVERRIDE_ROLES = ENCODED_ROLES + DROP_ROLES
 
+#: last name tokens that mark an integer column as a port number
+PORT_TOKENS = frozenset("port ports sport dport srcport dstport lport rport".split())
 #: last name tokens that mark an integer column as a code (a category), not a quantity
 CODE_TOKENS = frozenset(
-    "id uid ids code codes port status type class category activity severity level pid ppid tid gid "
+    "id uid ids code codes status type class category activity severity level pid ppid tid gid "
     "protocol proto vlan asn errno signal mode kind action state disposition flag flags version zone rule".split()
-)
+) | PORT_TOKENS
+#: IANA port ranges: (label, first, last); the labels cannot collide with a port number's string
+PORT_RANGES = (("<well-known>", 0, 1023), ("<registered>", 1024, 49151), ("<dynamic>", 49152, 65535))
+MAX_PORT = 65535
 #: last name tokens that mark a number as an epoch time
 TIME_TOKENS = frozenset("time ts timestamp epoch datetime dt".split())
 
@@ -319,6 +340,19 @@ def _numeric_role(p: ColumnProfile, x: np.ndarray, cfg, note: str, as_strings: b
         if last in CODE_TOKENS:
             if last in ("id", "uid", "ids") and ratio >= cfg.identifier_ratio and p.n_unique > cfg.low_cardinality:
                 return Inference(DROP_IDENTIFIER, f"integer ids unique per event (distinct ratio {ratio:.2f}){note}")
+            if p.n_unique > cfg.max_code_values:
+                min_count = vocabulary_min_count(p.n_present, cfg.min_frequency, cfg.min_frequency_ratio)
+                coverage = code_coverage(finite, min_count)
+                if coverage < cfg.min_code_coverage:
+                    why = (f"mostly one-offs: values seen >= {min_count} times cover {coverage:.1%} of "
+                           f"{p.n_present:,} filled rows ({p.n_unique:,} distinct)")
+                    if last in PORT_TOKENS and finite.min() >= 0 and finite.max() <= MAX_PORT:
+                        return Inference(
+                            CATEGORICAL,
+                            f"port numbers, {why}: encoded as IANA range (well-known/registered/dynamic){note}",
+                            {"as_numbers": True, "port_ranges": True},
+                        )
+                    return Inference(DROP_IDENTIFIER, f"identifier-like integer codes, {why}{note}")
             return Inference(CATEGORICAL, f"integer code (name ends in '{last}'){note}", {"as_numbers": True})
         if p.n_unique <= cfg.max_code_values:
             return Inference(
@@ -330,6 +364,19 @@ def _numeric_role(p: ColumnProfile, x: np.ndarray, cfg, note: str, as_strings: b
     if heavy:
         return Inference(NUMERIC, f"heavy-tailed ({why}): signed log1p, robust scaling{note}", hints)
     return Inference(NUMERIC, f"numeric ({why}): robust scaling{note}", hints)
+
+
+def vocabulary_min_count(n_present: int, min_frequency: int, min_frequency_ratio: float) -> int:
+    """Least count for a value to enter a vocabulary: ``max(min_frequency, ceil(ratio × filled rows))``."""
+    return max(int(min_frequency), int(np.ceil(float(min_frequency_ratio) * int(n_present) - 1e-9)))
+
+
+def code_coverage(values: np.ndarray, min_count: int) -> float:
+    """Share of the (finite) values whose value is seen at least ``min_count`` times."""
+    if values.size == 0:
+        return 1.0
+    _, counts = np.unique(values, return_counts=True)
+    return float(counts[counts >= min_count].sum()) / float(values.size)
 
 
 def _rank(a: np.ndarray) -> np.ndarray:
