@@ -1,0 +1,35 @@
+"""Models for encoded events: the book's one encoder (:class:`TabularResNet`), its heads, and safe persistence.
+
+- :class:`TabularResNet` — per-field categorical embeddings (width from the field's cardinality, vectorised
+  lookups) + numeric block -> input projection -> pre-norm residual MLP blocks -> LayerNorm;
+- :class:`ProjectionHead` (contrastive) and :class:`MaskedFeatureHead` (masked-feature reconstruction);
+- :func:`save_model` / :func:`load_model` — ``config.json`` + ``weights.safetensors``, no pickle.
+"""
+
+from .tabular import (
+    DEFAULT_MODEL_CONFIG,
+    FieldEmbedding,
+    MaskedFeatureHead,
+    MaskedPrediction,
+    ProjectionHead,
+    ResidualBlock,
+    TabularResNet,
+    embedding_width,
+    load_model,
+    register_model,
+    save_model,
+)
+
+__all__ = [
+    "DEFAULT_MODEL_CONFIG",
+    "FieldEmbedding",
+    "MaskedFeatureHead",
+    "MaskedPrediction",
+    "ProjectionHead",
+    "ResidualBlock",
+    "TabularResNet",
+    "embedding_width",
+    "load_model",
+    "register_model",
+    "save_model",
+]
