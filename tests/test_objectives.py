@@ -441,3 +441,18 @@ def test_cuda_training_steps(amp, tmp_path):
         back = load_model(tmp_path / type(obj).__name__)
         assert torch.allclose(back.encoder(num[:5], cat[:5]), obj.eval().encoder(num[:5].cuda(), cat[:5].cuda()).cpu(),
                               atol=1e-4)
+
+
+def test_fitted_augmentation_leaves_two_valued_columns_alone():
+    import torch
+
+    from obsad.train import FieldAugmentation
+
+    torch.manual_seed(0)
+    numeric = torch.randn(500, 3)
+    numeric[:, 1] = (torch.rand(500) < 0.3).float()  # a missing flag
+    categorical = torch.randint(2, 6, (500, 2))
+    aug = FieldAugmentation(numeric_noise=0.5, categorical_replace_prob=0.0, field_dropout=0.0).fit(numeric, categorical)
+    view, _ = aug(numeric, categorical)
+    assert torch.equal(view[:, 1], numeric[:, 1])
+    assert not torch.equal(view[:, 0], numeric[:, 0])

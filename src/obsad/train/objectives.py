@@ -87,7 +87,8 @@ class FieldAugmentation(nn.Module):
 
     For each (row, field), independently:
 
-    - numeric fields get Gaussian noise of ``numeric_noise`` times the field's own standard deviation;
+    - numeric fields get Gaussian noise of ``numeric_noise`` times the field's own standard deviation (none for
+      fitted columns with at most two values, such as missing or private flags: they state facts);
     - categorical fields are, with probability ``categorical_replace_prob``, replaced by a value drawn from the
       field's own empirical distribution (SCARF-style corruption: the replacement is plausible on its own, so the
       encoder must learn which *combinations* are normal);
@@ -178,6 +179,11 @@ class FieldAugmentation(nn.Module):
         device = self.fitted.device
         d_cat = cat.shape[1]
         std = num.std(0, unbiased=False) if num.shape[1] else torch.empty(0)
+        # Columns with at most two values (missing flags, private/public flags) are facts, not measurements:
+        # noise would only blur them, so their noise scale is zero.
+        for j in range(num.shape[1]):
+            if torch.unique(num[:, j]).numel() <= 2:
+                std[j] = 0.0
         tables = []
         for j in range(d_cat):
             values, counts = np.unique(cat[:, j].numpy(), return_counts=True)
