@@ -317,3 +317,31 @@ def test_fit_accepts_tensors_and_encoded_features_like_objects():
     assert math.isfinite(ha.steps["loss"].iloc[-1]) and np.array_equal(ha.steps["loss"], hb.steps["loss"])
     with pytest.raises(ValueError, match="rows"):
         Trainer(make_objective(), cfg()).fit({"numeric": TRAIN["numeric"], "categorical": TRAIN["categorical"][:5]})
+
+
+class BatchRecorder(ToyObjective):
+    """Records the validation batches it sees; refuses batches of one event, as a contrastive loss must."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, batch):
+        if batch["numeric"].shape[0] < 2:
+            raise ValueError("needs at least 2 events per batch")
+        if not self.training:
+            self.seen.append(batch["numeric"][:, 0].clone())
+        return super().forward(batch)
+
+
+def test_validation_batches_are_shuffled_and_never_a_single_event():
+    torch.manual_seed(0)
+    objective = BatchRecorder()
+    trainer = Trainer(objective, cfg(batch_size=32))
+    val = make_data(32 * 3 + 1, seed=3)
+    loss, _ = trainer.validate(val)
+    assert np.isfinite(loss)
+    sizes = [len(b) for b in objective.seen]
+    assert sum(sizes) == 97 and min(sizes) >= 2
+    first = objective.seen[0].numpy()
+    assert not np.array_equal(first, val["numeric"][:32, 0]), "validation batches must not be consecutive events"

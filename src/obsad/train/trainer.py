@@ -554,11 +554,19 @@ class Trainer:
     def validate(self, val: Any) -> tuple[float, dict[str, float]]:
         """Mean loss (and metrics) over ``val``, in eval mode, with a fixed seed for the objective's randomness.
 
+        Batches are drawn in a fixed random order, as training batches are: a batch of consecutive events (an
+        hour of one day) holds far more look-alike events than a shuffled one, and a contrastive loss on it would
+        not be comparable with the training loss. A last batch of one event joins the previous batch.
         The global RNG state (CPU and CUDA) is the same after the call as before.
         """
         data = {k: v.to(self.device.name) for k, v in _as_tensors(val, "val").items()}
         n = int(next(iter(data.values())).shape[0])
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.config.seed + _VAL_SEED_OFFSET))
+        data = {k: v[order.to(v.device)] for k, v in data.items()}
         bs = int(self.config.eval_batch_size or self.config.batch_size)
+        starts = list(range(0, n, bs))
+        if len(starts) > 1 and n - starts[-1] < 2:
+            starts.pop()
         was_training = self.objective.training
         devices = [torch.device(self.device.name).index or 0] if self.device.is_cuda else []
         total = None
@@ -567,8 +575,9 @@ class Trainer:
             torch.manual_seed(self.config.seed + _VAL_SEED_OFFSET)
             self.objective.eval()
             try:
-                for lo in range(0, n, bs):
-                    batch = {k: v[lo:lo + bs] for k, v in data.items()}
+                for i, lo in enumerate(starts):
+                    hi = starts[i + 1] if i + 1 < len(starts) else n
+                    batch = {k: v[lo:hi] for k, v in data.items()}
                     b = int(next(iter(batch.values())).shape[0])
                     with self.device.autocast():
                         out = self.objective(batch)
