@@ -16,7 +16,7 @@ echo "== strict book build (jupyter-book build --all -W --keep-going)"
 rm -rf _build/html _build/jupyter_execute _build/.doctrees
 find data -mindepth 1 ! -name README.md -delete
 jupyter-book build --all -W --keep-going --path-output . . > _build.log 2>&1 || { tail -n 80 _build.log; echo "book build failed (full log: _build.log)"; exit 1; }
-grep -E "^(Running|Executing|.*WARNING)" _build.log | tail -n 20 || true
+grep -E "Executed notebook" _build.log | sed "s|^$root/||" || true
 echo "book built in $(( $(date +%s) - start )) s"
 
 echo "== unit tests + nbval"
