@@ -10,7 +10,8 @@ fixed realistic list (the book's own). Categorical ids are Zipf-like (a few freq
 model is :data:`obsad.models.DEFAULT_MODEL_CONFIG`. Events/s counts input events (the contrastive objective
 encodes two views of each). Each measurement is repeated ``--repeats`` times and the best is reported, since
 other processes may share the CPU (with two OpenMP threads on two cores, one busy core can slow a run tenfold).
-``--malloc-tune`` shows what glibc's page-fault churn on the large per-step tensors costs (the masked objective's
+Like the trainer, the benchmark keeps freed memory in the process (``obsad.runtime.tune_allocator``);
+``--no-malloc-tune`` shows what glibc's page-fault churn on the large per-step tensors costs (the masked objective's
 ``[sum(cardinalities), batch]`` logits above all); the library does not change process-wide allocator settings.
 """
 
@@ -35,18 +36,6 @@ FALLBACK_CARDINALITIES = [
     476, 486, 45, 28, 514, 5, 10, 16, 4, 19, 4, 3, 231, 237, 232, 5, 235,
 ]
 FALLBACK_N_NUMERIC = 43
-
-
-def tune_malloc() -> bool:
-    """glibc only: keep freed memory in the process (M_TRIM_THRESHOLD 1 GiB) and serve blocks up to 32 MiB from the
-    heap (M_MMAP_THRESHOLD), so that every step does not map, fault in and unmap its large tensors again."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-1, 1 << 30)) and bool(libc.mallopt(-3, 32 << 20))
-    except (OSError, AttributeError):
-        return False
 
 
 def feature_shape() -> tuple[int, list[int], str]:
@@ -150,12 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
     ap.add_argument("--json", action="store_true", help="print one JSON line per objective")
-    ap.add_argument("--malloc-tune", action="store_true",
-                    help="raise glibc's mmap and trim thresholds first (fewer page faults on the large per-step "
-                         "tensors; a process-wide setting that the library itself does not make)")
+    ap.add_argument("--no-malloc-tune", action="store_true",
+                    help="leave glibc's mmap and trim thresholds alone (the trainer raises them on the CPU, "
+                         "see obsad.runtime.tune_allocator)")
     args = ap.parse_args(argv)
-    if args.malloc_tune:
-        print(f"malloc tuning: {'applied' if tune_malloc() else 'unavailable (not glibc)'}")
+    if not args.no_malloc_tune:
+        from obsad.runtime import tune_allocator
+
+        print(f"allocator tuning: {'applied' if tune_allocator() else 'unavailable (not glibc)'}")
 
     if args.threads is not None:
         os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))

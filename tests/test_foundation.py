@@ -121,3 +121,12 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "perm.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_tune_allocator_reports_whether_it_applied():
+    import platform
+
+    applied = runtime.tune_allocator()
+    assert isinstance(applied, bool)
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert applied

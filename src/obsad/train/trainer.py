@@ -53,7 +53,7 @@ from torch import nn
 from tqdm import tqdm
 
 from obsad.io import atomic_path, read_json, write_json, write_parquet
-from obsad.runtime import Device, pick_device
+from obsad.runtime import Device, pick_device, tune_allocator
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -87,7 +87,8 @@ class TrainConfig:
     that many more training samples have been seen. ``restore_best``: load the best epoch's weights at the end.
     ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``None`` (:func:`obsad.runtime.pick_device`).
     ``num_threads``: ``torch.set_num_threads`` for the run. ``eval_batch_size``: validation batch (default
-    ``batch_size``).
+    ``batch_size``). ``tune_allocator``: on the CPU, keep freed memory in the process between steps
+    (:func:`obsad.runtime.tune_allocator`; glibc only, process-wide).
     """
 
     epochs: int = 10
@@ -105,6 +106,7 @@ class TrainConfig:
     progress: bool = True
     restore_best: bool = False
     eval_batch_size: int | None = None
+    tune_allocator: bool = True
 
     def __post_init__(self) -> None:
         if int(self.epochs) < 1:
@@ -409,6 +411,8 @@ class Trainer:
         cfg = self.config
         if cfg.num_threads:
             torch.set_num_threads(int(cfg.num_threads))
+        if cfg.tune_allocator and not self.device.is_cuda:
+            tune_allocator()
         train_t = {k: v.to(self.device.name) for k, v in _as_tensors(train, "train").items()}
         val_t = None if val is None else {k: v.to(self.device.name) for k, v in _as_tensors(val, "val").items()}
         n = int(next(iter(train_t.values())).shape[0])
