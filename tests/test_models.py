@@ -20,13 +20,7 @@ from obsad.models import (
     save_model,
 )
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest and is not slowed down by other processes on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CARDS = [2, 3, 5, 9, 40, 300]

@@ -16,13 +16,7 @@ from obsad.train import (
     nt_xent,
 )
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest and is not slowed down by other processes on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CARDS = [2, 4, 7, 12, 30]

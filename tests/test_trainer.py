@@ -62,12 +62,7 @@ def make_objective(init_seed: int = 0) -> ToyObjective:
     return ToyObjective()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add contention
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cfg(**kw) -> TrainConfig:
