@@ -243,3 +243,14 @@ def test_masked_head_losses_match_references():
     mse = MaskedFeatureHead(16, N_NUM, CARDS, numeric_loss="mse")
     p = mse(h)
     assert p.logvar is None and torch.allclose(mse.numeric_nll(p, num), (num - p.mean) ** 2)
+
+
+def test_saving_the_same_model_twice_gives_identical_bytes(tmp_path):
+    torch.manual_seed(0)
+    model = TabularResNet(3, CARDS, d_model=8, n_blocks=1)
+    for _ in range(5):  # safetensors' metadata order used to vary from one save to the next
+        save_model(model, tmp_path / "a")
+        first = (tmp_path / "a" / "weights.safetensors").read_bytes()
+        save_model(model, tmp_path / "b")
+        assert (tmp_path / "b" / "weights.safetensors").read_bytes() == first
+    assert torch.equal(load_model(tmp_path / "b").input_projection.weight, model.input_projection.weight)

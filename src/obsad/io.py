@@ -55,3 +55,22 @@ def write_json(obj: Any, path: str | os.PathLike, *, indent: int | None = 2) -> 
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
+
+
+def canonicalize_safetensors(path: str | os.PathLike) -> None:
+    """Rewrite a safetensors file's JSON header with sorted keys, so equal tensors always give equal bytes.
+
+    safetensors keeps ``__metadata__`` in a hash map, so its key order (and the file's bytes) can change from one
+    save to the next. Only the header is re-serialised; the tensor data and its offsets are unchanged, and the
+    data section stays 8-byte aligned as safetensors writes it.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n].decode("utf-8"))
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-(8 + len(text)) % 8)
+    with open(path, "wb") as fh:
+        fh.write(len(text).to_bytes(8, "little"))
+        fh.write(text)
+        fh.write(raw[8 + n:])

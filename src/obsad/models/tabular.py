@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..io import atomic_path, write_json
+from ..io import atomic_path, canonicalize_safetensors, write_json
 
 __all__ = [
     "DEFAULT_MODEL_CONFIG",
@@ -564,6 +564,7 @@ def save_model(model: nn.Module, directory: str | os.PathLike) -> Path:
     state = {k: v.clone() for k, v in state.items()}
     with atomic_path(directory / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp), metadata={"format": FORMAT, "class": name})
+        canonicalize_safetensors(tmp)  # same weights, same bytes
     write_json({"format": FORMAT, "version": VERSION, "class": name, "config": model.to_config(),
                 "n_parameters": int(sum(p.numel() for p in model.parameters()))}, directory / CONFIG_FILE)
     return directory

@@ -1,0 +1,79 @@
+"""The one API every detector shares (scikit-learn / PyOD style).
+
+- hyper-parameters in ``__init__`` (no work there), ``fit(X, y=None) -> self``;
+- ``score_samples(X)``: float64, HIGHER = MORE ANOMALOUS;
+- ``threshold_``: calibrated at fit time, without any ``contamination`` guess, as the
+  ``threshold_percentile`` (default 99.5) percentile of the *training* scores, so on fresh data from the training
+  distribution about ``100 - threshold_percentile`` % of events are flagged;
+- ``predict(X)``: ``score_samples(X) > threshold_`` (bool), ``decision_function(X) = score_samples(X) - threshold_``;
+- ``percentile_of(scores)``: where scores fall among the training scores (0..100), to say how unusual an event is.
+
+Training scores are computed out of sample wherever the method would otherwise score a point against itself
+(a k-NN detector excludes each reference point's self-match), or the threshold would be too low.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+
+def as_float32(X) -> np.ndarray:
+    """``X`` as a C-contiguous float32 ``[n, d]`` array (what FAISS and torch want)."""
+    X = np.ascontiguousarray(np.asarray(X, dtype=np.float32))
+    if X.ndim != 2:
+        raise ValueError(f"expected a 2-D array [n, d], got shape {X.shape}")
+    return X
+
+
+class BaseDetector(BaseEstimator):
+    """Base class: subclasses implement ``_fit(X, y) -> training scores`` and ``_score(X) -> scores``."""
+
+    def __init__(self, threshold_percentile: float = 99.5):
+        self.threshold_percentile = threshold_percentile
+
+    # ------------------------------------------------------------------ to implement
+    def _fit(self, X, y=None) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _score(self, X) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared
+    def fit(self, X, y=None):
+        """Fit on (unlabelled) ``X``; ``y`` is ignored by unsupervised detectors. Calibrates ``threshold_``."""
+        if not 0.0 < float(self.threshold_percentile) <= 100.0:
+            raise ValueError(f"threshold_percentile must be in (0, 100], got {self.threshold_percentile}")
+        scores = np.asarray(self._fit(X, y), dtype=np.float64)
+        self._calibrate(scores)
+        return self
+
+    def _calibrate(self, train_scores: np.ndarray) -> None:
+        scores = np.asarray(train_scores, dtype=np.float64)
+        if scores.size == 0:
+            raise ValueError("no training scores to calibrate the threshold on")
+        self.training_scores_ = scores  # in training-row order (out of sample where it matters)
+        s = np.sort(scores)
+        self.train_scores_ = s  # sorted, for percentile_of
+        self.threshold_ = float(np.percentile(s, self.threshold_percentile))
+
+    def score_samples(self, X) -> np.ndarray:
+        """Anomaly scores, float64, higher = more anomalous."""
+        check_is_fitted(self, "threshold_")
+        return np.asarray(self._score(X), dtype=np.float64)
+
+    def decision_function(self, X) -> np.ndarray:
+        """``score_samples(X) - threshold_``: positive = flagged."""
+        return self.score_samples(X) - self.threshold_
+
+    def predict(self, X) -> np.ndarray:
+        """Boolean flags: ``score_samples(X) > threshold_``."""
+        return self.score_samples(X) > self.threshold_
+
+    def percentile_of(self, scores) -> np.ndarray:
+        """Percentile (0..100) of each score among the training scores: the share of training scores ``<=`` it."""
+        check_is_fitted(self, "train_scores_")
+        s = np.asarray(scores, dtype=np.float64)
+        ranks = np.searchsorted(self.train_scores_, s, side="right")
+        return 100.0 * ranks / self.train_scores_.size

@@ -1,0 +1,71 @@
+"""Rank ensemble: combine detectors whose scores live on different scales.
+
+Each member is fitted on its own input (e.g. k-NN on embeddings, Isolation Forest on the encoded matrix). A
+score is turned into its percentile rank (0..1) among that member's own TRAINING scores, so every member speaks
+the same unit ("more unusual than x % of training events"); the ensemble score is the (weighted) mean of the
+ranks, in [0, 1]. Its threshold is calibrated like every detector's: a percentile of its training scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from .base import BaseDetector
+
+
+class RankEnsemble(BaseDetector):
+    """Weighted mean of per-member percentile ranks.
+
+    ``fit(Xs)`` / ``score_samples(Xs)`` take a list with one input per member (same rows, in the same order);
+    a single array is given to every member. Members are fitted in place (``detectors_`` is the same list).
+    """
+
+    def __init__(self, detectors: Sequence[BaseDetector], weights: Sequence[float] | None = None,
+                 threshold_percentile: float = 99.5):
+        self.detectors = detectors
+        self.weights = weights
+        self.threshold_percentile = threshold_percentile
+
+    def _inputs(self, Xs) -> list:
+        m = len(self.detectors)
+        if isinstance(Xs, (list, tuple)):
+            if len(Xs) != m:
+                raise ValueError(f"expected {m} inputs (one per detector), got {len(Xs)}")
+            return list(Xs)
+        return [Xs] * m
+
+    def _weights(self) -> np.ndarray:
+        m = len(self.detectors)
+        if m == 0:
+            raise ValueError("RankEnsemble needs at least one detector")
+        w = np.ones(m) if self.weights is None else np.asarray(self.weights, dtype=np.float64)
+        if w.shape != (m,) or (w < 0).any() or w.sum() <= 0:
+            raise ValueError("weights must be one non-negative number per detector, not all zero")
+        return w / w.sum()
+
+    def _combine(self, ranks: list[np.ndarray]) -> np.ndarray:
+        n = {r.shape[0] for r in ranks}
+        if len(n) != 1:
+            raise ValueError(f"all inputs must have the same number of rows, got {sorted(n)}")
+        return np.stack(ranks, axis=1) @ self.weights_
+
+    def _fit(self, Xs, y=None) -> np.ndarray:
+        self.weights_ = self._weights()
+        inputs = self._inputs(Xs)
+        for det, X in zip(self.detectors, inputs):
+            det.fit(X)
+        self.detectors_ = list(self.detectors)
+        return self._combine([d.percentile_of(d.training_scores_) / 100.0 for d in self.detectors_])
+
+    def _score(self, Xs) -> np.ndarray:
+        inputs = self._inputs(Xs)
+        return self._combine([d.percentile_of(d.score_samples(X)) / 100.0 for d, X in zip(self.detectors_, inputs)])
+
+    def member_ranks(self, Xs) -> np.ndarray:
+        """Per-member percentile ranks ``[n, n_detectors]`` (0..1): which member finds an event unusual."""
+        check_is_fitted(self, "detectors_")
+        inputs = self._inputs(Xs)
+        return np.stack([d.percentile_of(d.score_samples(X)) / 100.0 for d, X in zip(self.detectors_, inputs)], 1)
