@@ -53,6 +53,49 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from obsad.ocsf.load import load_events
+    from obsad.pipeline import fit_pipeline
+    from obsad.runtime import Stopwatch
+
+    events, report = load_events(args.events)
+    print(report.summary())
+    watch = Stopwatch()
+    pipeline = fit_pipeline(events, epochs=args.epochs, seed=args.seed, progress=not args.quiet)
+    path = pipeline.save(args.out)
+    state = pipeline.detector_state
+    print(f"fitted on {len(events):,} events: {pipeline.config['n_numeric']} numeric and "
+          f"{pipeline.config['n_categorical']} categorical features, {pipeline.config['train_config']['epochs']} "
+          f"epochs in {watch.seconds:.1f} s")
+    print(f"threshold {state['threshold_']:.4g} ({state['threshold_percentile']}th percentile of training scores); "
+          f"{state['share_above_threshold']:.2%} of training events above it")
+    print(f"wrote model package {path}")
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from obsad.io import write_parquet
+    from obsad.ocsf.load import load_events
+    from obsad.pipeline import load_pipeline
+
+    if args.out.suffix.lower() != ".parquet":
+        raise UserError(f"--out must be a .parquet file, got {args.out}")
+    if not args.model.is_dir():
+        raise UserError(f"--model {args.model}: not a model package directory")
+    pipeline = load_pipeline(args.model)
+    for warning in pipeline.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    events, report = load_events(args.events)
+    print(report.summary())
+    scores = pipeline.score(events).reset_index(drop=True)
+    write_parquet(scores, args.out)
+    flagged = int(scores["is_anomaly"].sum())
+    share = flagged / max(len(scores), 1)
+    print(f"scored {len(scores):,} events: {flagged:,} above the threshold ({share:.2%})")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="obsad", description=__doc__.splitlines()[0])
     from obsad import __version__
@@ -71,6 +114,21 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("events", type=Path, help="Parquet, JSON Lines or JSON array of OCSF events")
     ins.add_argument("--columns", action="store_true", help="list the flat columns with their fill rate")
     ins.set_defaults(run=_cmd_inspect)
+
+    fit = verbs.add_parser("fit", help="fit encoder, model and detector on a baseline of OCSF events; write a package")
+    fit.add_argument("--events", type=Path, required=True, help="Parquet, JSON Lines or JSON array of OCSF events")
+    fit.add_argument("--out", type=Path, required=True, help="model package folder to write")
+    fit.add_argument("--epochs", type=_positive_int, default=None,
+                     help="training epochs (default: about 300 optimisation steps)")
+    fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    fit.add_argument("--quiet", action="store_true", help="no progress bar")
+    fit.set_defaults(run=_cmd_fit)
+
+    sco = verbs.add_parser("score", help="score OCSF events with a model package; write one row per event (Parquet)")
+    sco.add_argument("--model", type=Path, required=True, help="model package folder written by obsad fit")
+    sco.add_argument("--events", type=Path, required=True, help="Parquet, JSON Lines or JSON array of OCSF events")
+    sco.add_argument("--out", type=Path, required=True, help="output .parquet file")
+    sco.set_defaults(run=_cmd_score)
     return parser
 
 

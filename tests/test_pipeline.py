@@ -1,0 +1,135 @@
+"""End-to-end pipeline: fit -> save -> load -> score, and the `obsad fit` / `obsad score` verbs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from obsad.ocsf import load_events, simulate
+from obsad.ocsf.nested import to_nested
+from obsad.pipeline import fit_pipeline, load_pipeline
+
+COLUMNS = ["score", "percentile", "is_anomaly", "top_features"]
+
+
+@pytest.fixture(scope="module")
+def sims():
+    return simulate(n_events=6000, days=2, seed=11), simulate(n_events=6000, days=2, seed=12)
+
+
+@pytest.fixture(scope="module")
+def fitted(sims, tmp_path_factory):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        base = sims[0]
+        normal = base.events[~base.events["metadata.uid"].isin(set(base.labels["event_uid"]))]
+        events, _ = load_events(normal)
+        pipeline = fit_pipeline(events, epochs=2, seed=0, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    path = pipeline.save(tmp_path_factory.mktemp("pkg") / "model")
+    return pipeline, path, events
+
+
+def test_roundtrip_identical_scores(fitted, sims):
+    pipeline, path, _ = fitted
+    loaded = load_pipeline(path)
+    events, _ = load_events(sims[1].events)
+    before, after = pipeline.score(events), loaded.score(events)
+    np.testing.assert_array_equal(before["score"].to_numpy(), after["score"].to_numpy())
+    pd.testing.assert_frame_equal(before, after)
+    z = pipeline.embed(pipeline.encoder.transform(events))
+    np.testing.assert_array_equal(pipeline.detector.score_samples(z), loaded.detector.score_samples(z))
+    assert loaded.detector.threshold_ == pipeline.detector.threshold_
+    assert loaded.reference is not None and 0 < len(loaded.reference) <= 5000
+    assert loaded.config["model_config"]["d_model"] > 0
+
+
+def test_rows_in_input_order_with_columns(fitted, sims):
+    pipeline, _, _ = fitted
+    events, _ = load_events(sims[1].events)
+    events = events.iloc[:800]
+    shuffled = events.sample(frac=1.0, random_state=3)
+    out = pipeline.score(shuffled)
+    assert list(out.index) == list(shuffled.index)
+    assert set(COLUMNS) <= set(out.columns)
+    assert out["event_uid"].tolist() == shuffled["metadata.uid"].tolist()
+    assert out["is_anomaly"].dtype == bool and out["score"].dtype == np.float64
+    assert out["percentile"].between(0, 100).all()
+    assert (out["is_anomaly"] == (out["score"] > pipeline.threshold)).all()
+    ref = pipeline.score(events).loc[shuffled.index]
+    np.testing.assert_allclose(out["score"].to_numpy(), ref["score"].to_numpy(), rtol=1e-5, atol=1e-6)
+    names = [f for s in out["top_features"] for f in s.split(", ") if f]
+    assert names and set(names) <= set(events.columns)
+    assert out["top_features"].str.split(", ").str.len().max() <= 3
+
+
+def test_labelled_anomalies_score_higher(fitted, sims):
+    pipeline, _, _ = fitted
+    test = sims[1]
+    events, _ = load_events(test.events)
+    out = pipeline.score(events)
+    anomalous = out["event_uid"].isin(set(test.labels["event_uid"]))
+    assert anomalous.any()
+    assert out.loc[anomalous, "score"].mean() > out.loc[~anomalous, "score"].mean()
+
+
+def _cli(*args, cwd):
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    return subprocess.run([sys.executable, "-m", "obsad.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=300)
+
+
+def test_cli_fit_score_parquet_and_tampered(sims, tmp_path):
+    src = tmp_path / "events.parquet"
+    sims[0].events.to_parquet(src, index=False)
+    fit = _cli("fit", "--events", src, "--out", tmp_path / "pkg", "--epochs", "1", "--quiet", cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr
+    assert "threshold" in fit.stdout and "6,000 events" in fit.stdout
+    out = tmp_path / "scores.parquet"
+    score = _cli("score", "--model", tmp_path / "pkg", "--events", src, "--out", out, cwd=tmp_path)
+    assert score.returncode == 0, score.stderr
+    scores = pd.read_parquet(out)
+    assert len(scores) == len(sims[0].events) and set(COLUMNS) <= set(scores.columns)
+    assert scores["event_uid"].tolist() == sims[0].events["metadata.uid"].tolist()
+
+    weights = tmp_path / "pkg" / "model" / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    bad = _cli("score", "--model", tmp_path / "pkg", "--events", src, "--out", tmp_path / "bad.parquet",
+               cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "weights.safetensors" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "bad.parquet").exists()
+
+
+def test_cli_jsonl_nested_with_malformed_line(sims, tmp_path):
+    events = sims[0].events.iloc[:5000]
+    lines = [json.dumps(e, default=str) for e in to_nested(events)]
+    lines.insert(100, "{not json")
+    src = tmp_path / "events.jsonl"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    fit = _cli("fit", "--events", src, "--out", tmp_path / "pkg", "--epochs", "1", "--quiet", cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr
+    assert "invalid_json" in fit.stdout and "line 101" in fit.stdout
+    out = tmp_path / "scores.parquet"
+    score = _cli("score", "--model", tmp_path / "pkg", "--events", src, "--out", out, cwd=tmp_path)
+    assert score.returncode == 0, score.stderr
+    scores = pd.read_parquet(out)
+    assert len(scores) == len(events)
+    assert scores["event_uid"].tolist() == events["metadata.uid"].tolist()
+    assert np.isfinite(scores["score"]).all()
+
+
+def test_cli_user_errors(tmp_path):
+    missing = _cli("score", "--model", tmp_path / "nope", "--events", tmp_path / "x.parquet",
+                   "--out", tmp_path / "o.parquet", cwd=tmp_path)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
