@@ -195,3 +195,18 @@ def test_rank_ensemble_scores_are_ranks_and_match_its_worst_member(data):
     fresh_noise = rng.normal(size=(len(fresh), 3)).astype(np.float32) * 1000
     rate = ens.predict([fresh, fresh_noise, fresh]).mean()
     assert 0.0025 <= rate <= 0.0085, rate
+
+
+def test_knn_rebuilt_from_reference_scores_like_the_fitted_one():
+    from obsad.detect import KNNDetector
+
+    rng = np.random.default_rng(3)
+    train = rng.normal(size=(400, 8)).astype(np.float32)
+    test = rng.normal(size=(50, 8)).astype(np.float32)
+    fitted = KNNDetector(k=5, metric="cosine").fit(train)
+    rebuilt = KNNDetector.from_reference(train, fitted.train_scores_, fitted.threshold_, k=5, metric="cosine")
+    np.testing.assert_allclose(rebuilt.score_samples(test), fitted.score_samples(test), rtol=1e-6)
+    assert rebuilt.threshold_ == fitted.threshold_
+    np.testing.assert_array_equal(rebuilt.predict(test), fitted.predict(test))
+    with pytest.raises(ValueError, match="more than k"):
+        KNNDetector.from_reference(train[:3], fitted.train_scores_, 0.1, k=5)

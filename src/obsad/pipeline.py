@@ -56,24 +56,10 @@ def _build_detector(state: dict, reference_embeddings: np.ndarray, train_scores_
 
     ``kneighbors`` indices are rows of ``reference_embeddings``.
     """
-    import faiss
-
-    ref = np.ascontiguousarray(reference_embeddings, dtype=np.float32)
-    n_ref, d = ref.shape
-    det = KNNDetector(k=int(state["k"]), metric=str(state["metric"]), exact_max=max(n_ref, 1),
-                      reference_max=None, seed=int(state.get("seed", 0)),
-                      threshold_percentile=float(state["threshold_percentile"]))
-    if n_ref <= det.k:
-        raise ValueError(f"need more than k={det.k} reference embeddings, got {n_ref}")
-    index = faiss.IndexFlatIP(d) if det.metric == "cosine" else faiss.IndexFlatL2(d)
-    index.add(det._prepare(ref))
-    det.index_ = index
-    det.n_lists_ = None
-    det.reference_rows_ = np.arange(n_ref)
-    det.n_features_in_ = d
-    det.train_scores_ = np.asarray(train_scores_sorted, dtype=np.float64)
-    det.threshold_ = float(state["threshold_"])
-    return det
+    return KNNDetector.from_reference(
+        reference_embeddings, train_scores_sorted, float(state["threshold_"]),
+        k=int(state["k"]), metric=str(state["metric"]), seed=int(state.get("seed", 0)),
+        threshold_percentile=float(state["threshold_percentile"]))
 
 
 @dataclass

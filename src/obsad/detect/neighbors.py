@@ -80,6 +80,34 @@ class KNNDetector(BaseDetector):
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(n > 0, total / np.maximum(n, 1), np.inf)
 
+    # ------------------------------------------------------------------ persistence
+    @classmethod
+    def from_reference(cls, reference, train_scores, threshold: float, **params) -> "KNNDetector":
+        """A fitted detector rebuilt from what a package stores, without refitting.
+
+        ``reference``: the reference points (rows of the original feature space, before normalisation);
+        ``train_scores``: the training scores that ``threshold_`` and ``percentile_of`` are based on;
+        ``params``: the constructor's hyper-parameters (``k``, ``metric``, ...). The index is exact, so the
+        rebuilt detector scores exactly like a detector fitted with an exact index on the same reference.
+        ``kneighbors`` indices are rows of ``reference``.
+        """
+        ref = as_float32(reference)
+        det = cls(**{**params, "exact_max": max(len(ref), 1), "reference_max": None})
+        if det.metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {det.metric!r}")
+        if len(ref) <= det.k:
+            raise ValueError(f"need more than k={det.k} reference points, got {len(ref)}")
+        prepared = det._prepare(ref)
+        index = faiss.IndexFlatIP(prepared.shape[1]) if det.metric == "cosine" else faiss.IndexFlatL2(prepared.shape[1])
+        index.add(np.ascontiguousarray(prepared))
+        det.index_ = index
+        det.n_lists_ = None
+        det.reference_rows_ = np.arange(len(ref))
+        det.n_features_in_ = prepared.shape[1]
+        det.train_scores_ = np.sort(np.asarray(train_scores, dtype=np.float64))
+        det.threshold_ = float(threshold)
+        return det
+
     # ------------------------------------------------------------------ fit / score
     def _fit(self, X, y=None) -> np.ndarray:
         if self.metric not in METRICS:
