@@ -14,6 +14,8 @@ Training scores are computed out of sample wherever the method would otherwise s
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
@@ -27,18 +29,20 @@ def as_float32(X) -> np.ndarray:
     return X
 
 
-class BaseDetector(BaseEstimator):
+class BaseDetector(BaseEstimator, ABC):
     """Base class: subclasses implement ``_fit(X, y) -> training scores`` and ``_score(X) -> scores``."""
 
     def __init__(self, threshold_percentile: float = 99.5):
         self.threshold_percentile = threshold_percentile
 
     # ------------------------------------------------------------------ to implement
-    def _fit(self, X, y=None) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _fit(self, X, y=None) -> np.ndarray:
+        """Fit on ``X`` and return the (out-of-sample) training scores."""
 
-    def _score(self, X) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _score(self, X) -> np.ndarray:
+        """Scores of ``X`` (higher = more anomalous)."""
 
     # ------------------------------------------------------------------ shared
     def fit(self, X, y=None):
