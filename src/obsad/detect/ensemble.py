@@ -69,3 +69,40 @@ class RankEnsemble(BaseDetector):
         check_is_fitted(self, "detectors_")
         inputs = self._inputs(Xs)
         return np.stack([d.percentile_of(d.score_samples(X)) / 100.0 for d, X in zip(self.detectors_, inputs)], 1)
+
+
+class MaxZCombiner(BaseDetector):
+    """Combine views that each catch different anomalies: the largest of their calibrated scores.
+
+    A point anomaly shows in the event view, a burst only in the window view; a mean of ranks would dilute
+    either. Each member's score is put on a robust scale fitted on calibration scores (``z = (s - median) /
+    (q99 - median)``: 1 means "as high as the top 1 % of calibration events"), and the combined score is the
+    largest ``z``. Unlike percentile ranks, ``z`` keeps growing beyond the calibration maximum, so a huge burst
+    still outranks a mild one. Works on score matrices ``[n, n_members]`` (columns in a fixed member order),
+    so each member can be fitted and run on its own input.
+    """
+
+    def __init__(self, threshold_percentile: float = 99.5):
+        self.threshold_percentile = threshold_percentile
+
+    def _z(self, scores) -> np.ndarray:
+        s = np.asarray(scores, dtype=np.float64)
+        if s.ndim != 2 or s.shape[1] != self.median_.shape[0]:
+            raise ValueError(f"expected scores [n, {self.median_.shape[0]}], got shape {s.shape}")
+        return (s - self.median_) / self.scale_
+
+    def _fit(self, scores, y=None) -> np.ndarray:
+        s = np.asarray(scores, dtype=np.float64)
+        if s.ndim != 2 or s.shape[0] < 2:
+            raise ValueError(f"expected calibration scores [n >= 2, n_members], got shape {s.shape}")
+        self.median_ = np.median(s, axis=0)
+        self.scale_ = np.maximum(np.quantile(s, 0.99, axis=0) - self.median_, 1e-9)
+        return self._z(s).max(axis=1)
+
+    def _score(self, scores) -> np.ndarray:
+        return self._z(scores).max(axis=1)
+
+    def member_z(self, scores) -> np.ndarray:
+        """Calibrated score of every member ``[n, n_members]``; ``argmax`` says which view flagged an event."""
+        check_is_fitted(self, "median_")
+        return self._z(scores)

@@ -1,0 +1,368 @@
+"""Entities over time windows: collective anomalies are ordinary events in an unusual number or mix.
+
+One failed logon is normal; three hundred from one address in an hour is a brute force. A slow request is
+normal; every request of one endpoint being twice as slow as last week is a leak. No single event shows these,
+so this detector scores *an entity over a time window* against *that entity's own history*, then gives every
+event the score of the most unusual window it belongs to.
+
+- **Views.** Each entity column is a view: the columns the encoder typed ``ip`` or ``high_cardinality`` (addresses,
+  users, hosts) and the ``categorical`` / ``text`` columns with ``min_distinct`` .. ``max_distinct`` values
+  (services, endpoints as URL templates, event types). Chosen from the fitted encoder's column roles, never by
+  name. Each event belongs to one window per view in which it has a value.
+- **Baselines.** Per view and entity value, from training events: the mean and variance of every dimension of
+  the event vectors (the embedding, then the encoded numeric fields), shrunk towards the global mean and
+  variance with ``prior_events`` pseudo-events (a rarely seen entity leans on the population); and the usual
+  ``log(1 + events per active window)``. Unseen entities use the population baseline.
+- **Window statistics.** For a window of ``n`` events of entity ``e`` with mean vector ``m``, per dimension
+  ``t = (m - mean_e) / sqrt(var_e / min(n, max_weight))`` (how many standard errors the window's mean moved;
+  beyond ``max_weight`` events a window counts as ``max_weight``, so a busy window's tiny drift is not
+  "significant"), capped at ``max_t``: *embedding shift* (root-mean-square ``t`` over the embedding), *field shift* (largest ``|t|`` over
+  the numeric fields; the field is the explanation), and *rate* (``log(1 + n)`` minus the entity's usual).
+- **Calibration.** Each statistic of each view becomes ``z = (s - median) / (q99 - median)`` over calibration
+  windows (a later, held-out period when given: the baselines' own training windows would look too normal); a
+  window's score is its largest ``z``, an event's score the largest over its views. The threshold is a
+  percentile of calibration events' scores.
+
+The scored batch must hold whole windows: score a day's file, not a handful of events (streaming would keep a
+rolling buffer per window).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from sklearn.utils.validation import check_is_fitted
+
+from ..features import values as V
+from ..features.text import template_array
+from .base import BaseDetector
+
+STATISTICS = ("embedding_shift", "field_shift", "rate")
+ENTITY_ROLES = ("ip", "high_cardinality")
+GROUPING_ROLES = ("categorical", "text")
+
+
+@dataclass
+class WindowView:
+    """The fitted state of one entity column."""
+
+    column: str
+    template_masks: list[str] | None  # text columns group by template (None: by value)
+    entities: pd.Index  # known entity values; the baseline row len(entities) is the population
+    mean: np.ndarray  # [E + 1, d]
+    var: np.ndarray  # [E + 1, d]
+    rate_mean: np.ndarray  # [E + 1] usual log(1 + events per active window)
+    median: np.ndarray | None = None  # [3] calibration per statistic
+    scale: np.ndarray | None = None  # [3]
+
+
+@dataclass
+class _Windows:
+    """The windows of one view in one batch: ids per event row and per-window statistics."""
+
+    rows: np.ndarray  # event rows with a value and a time
+    window_of_row: np.ndarray  # window index per entry of rows
+    entity: np.ndarray  # [n_windows] baseline row
+    value: np.ndarray  # [n_windows] entity value (str)
+    start_ms: np.ndarray  # [n_windows]
+    count: np.ndarray  # [n_windows]
+    stats: np.ndarray  # [n_windows, 3]
+    top_field: np.ndarray  # [n_windows] index of the numeric field with the largest |t|
+
+
+def _group_sums(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per-group column sums of ``values`` ([n, d]) for integer ``group`` ids in ``0..n_groups-1`` (sort + reduceat)."""
+    out = np.zeros((n_groups, values.shape[1]), dtype=np.float64)
+    if len(group) == 0:
+        return out
+    order = np.argsort(group, kind="stable")
+    g = group[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    out[g[starts]] = np.add.reduceat(values[order], starts, axis=0)
+    return out
+
+
+def _as_keys(series: pd.Series, template_masks: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with a value and their entity key (str): integers without ``.0``, text as its template."""
+    present = series.notna().to_numpy()
+    rows = np.flatnonzero(present)
+    values = series.iloc[rows] if len(rows) < len(series) else series
+    if pd.api.types.is_float_dtype(values.dtype):
+        x = values.to_numpy(dtype=np.float64)
+        whole = np.isfinite(x) & (x == np.round(x))
+        keys = np.where(whole, np.round(x).astype(np.int64).astype(str), x.astype(str)) if len(x) else x.astype(str)
+    else:
+        keys = values.astype(str).to_numpy(dtype=object)
+    if template_masks is not None and len(keys):
+        keys = template_array(pa.array(keys.astype(str), type=pa.string()), template_masks)[0]
+        keys = keys.to_numpy(zero_copy_only=False)
+    return rows, np.asarray(keys, dtype=object)
+
+
+class EntityWindowDetector(BaseDetector):
+    """Score entity windows against each entity's history; each event gets its most unusual window's score.
+
+    ``X`` is a tuple ``(events, vectors)``: the flat event table (raw values of the entity columns and the
+    time column) and float vectors ``[n, d]`` per event — the embedding followed by the encoded numeric fields,
+    with ``n_embedding`` the number of embedding dimensions and ``field_names`` naming the others. ``encoder``
+    (a fitted :class:`~obsad.features.FeatureEncoder`) supplies the column roles and the time column.
+    ``fit(X, calibration=X_later)`` calibrates on a later period when one is given.
+    """
+
+    def __init__(self, encoder, n_embedding: int, field_names, window: str = "1h", min_distinct: int = 5,
+                 max_distinct: int = 5000, max_entities: int = 20_000, prior_events: float = 20.0,
+                 prior_windows: float = 5.0, min_var_ratio: float = 0.05, max_t: float = 50.0,
+                 max_weight: float = 25.0, threshold_percentile: float = 99.5):
+        self.encoder = encoder
+        self.n_embedding = n_embedding
+        self.field_names = field_names
+        self.window = window
+        self.min_distinct = min_distinct
+        self.max_distinct = max_distinct
+        self.max_entities = max_entities
+        self.prior_events = prior_events
+        self.prior_windows = prior_windows
+        self.min_var_ratio = min_var_ratio
+        self.max_t = max_t
+        self.max_weight = max_weight
+        self.threshold_percentile = threshold_percentile
+
+    # ------------------------------------------------------------------ choosing views and time
+    def _choose(self) -> tuple[list[tuple[str, list[str] | None]], str, str | None]:
+        states = self.encoder.columns_
+        views = []
+        for st in states:
+            role, n_unique = st["role"], st.get("n_unique") or 0
+            if role == "text":  # grouped by template: what counts is the number of templates
+                n_unique = len(st.get("vocab") or [])
+            if role in ENTITY_ROLES or (role in GROUPING_ROLES and self.min_distinct <= n_unique <= self.max_distinct):
+                views.append((st["column"], list(st.get("masks") or []) if role == "text" else None))
+        stamps = [st for st in states if st["role"] == "timestamp"]
+        if not stamps:
+            raise ValueError("the encoder found no timestamp column: windows need event times")
+        best = min(stamps, key=lambda st: st.get("missing_rate") or 0.0)
+        return views, best["column"], best.get("unit")
+
+    def _times(self, events: pd.DataFrame) -> np.ndarray:
+        if self.time_column_ not in events.columns:
+            raise ValueError(f"events have no {self.time_column_!r} column (the time the windows are cut from)")
+        ms, _ = V.to_epoch_ms(events[self.time_column_], unit=self.time_unit_)
+        return ms
+
+    # ------------------------------------------------------------------ windows of one view
+    def _windows(self, view: WindowView, events: pd.DataFrame, vectors: np.ndarray, ms: np.ndarray,
+                 fitting: bool = False) -> _Windows:
+        if view.column in events.columns:
+            rows, keys = _as_keys(events[view.column], view.template_masks)
+        else:
+            rows, keys = np.empty(0, dtype=np.int64), np.empty(0, dtype=object)
+        timed = ~np.isnan(ms[rows])
+        rows, keys = rows[timed], keys[timed]
+        win = np.floor(ms[rows] / self.window_ms_).astype(np.int64)
+        codes, _ = pd.factorize(keys)
+        offset = win - (win.min() if len(win) else 0)
+        pair_ids, window_of_row = np.unique(codes.astype(np.int64) * (1 << 32) + offset, return_inverse=True)
+        n_windows = len(pair_ids)
+        count = np.bincount(window_of_row, minlength=n_windows).astype(np.float64)
+        first_row = np.full(n_windows, -1, dtype=np.int64)
+        first_row[window_of_row[::-1]] = np.arange(len(rows))[::-1]
+        value = keys[first_row] if n_windows else np.empty(0, dtype=object)
+        start = win[first_row] * self.window_ms_ if n_windows else np.empty(0, dtype=np.int64)
+        if fitting:
+            return _Windows(rows, window_of_row, np.empty(0, dtype=np.int64), value, start, count,
+                            np.empty((0, 3)), np.empty(0, dtype=np.int64))
+        entity = view.entities.get_indexer(pd.Index(value.astype(str))) if n_windows else np.empty(0, dtype=np.int64)
+        entity = np.where(entity < 0, len(view.entities), entity)
+        mean = _group_sums(window_of_row, vectors[rows], n_windows) / np.maximum(count, 1.0)[:, None]
+        se = np.sqrt(view.var[entity] / np.minimum(count, float(self.max_weight))[:, None])
+        t = np.minimum(np.abs(mean - view.mean[entity]) / se, float(self.max_t))
+        d_emb = int(self.n_embedding)
+        emb = np.sqrt(np.mean(t[:, :d_emb] ** 2, axis=1)) if d_emb else np.zeros(n_windows)
+        if t.shape[1] > d_emb:
+            top_field = np.argmax(t[:, d_emb:], axis=1)
+            field = t[np.arange(n_windows), d_emb + top_field]
+        else:
+            top_field, field = np.zeros(n_windows, dtype=np.int64), np.zeros(n_windows)
+        rate = np.log1p(count) - view.rate_mean[entity]
+        stats = np.stack([emb, field, rate], axis=1)
+        return _Windows(rows, window_of_row, entity, value, start, count, stats, top_field)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y=None, calibration=None):
+        """Learn per-entity baselines from ``X = (events, vectors)``; calibrate on ``calibration`` (or ``X``)."""
+        if not 0.0 < float(self.threshold_percentile) <= 100.0:
+            raise ValueError(f"threshold_percentile must be in (0, 100], got {self.threshold_percentile}")
+        events, vectors = self._check_input(X, fitted=False)
+        self.window_ms_ = float(pd.Timedelta(self.window).total_seconds() * 1000.0)
+        if self.window_ms_ <= 0:
+            raise ValueError(f"window must be a positive duration, got {self.window!r}")
+        chosen, self.time_column_, self.time_unit_ = self._choose()
+        ms = self._times(events)
+        g_mean = vectors.mean(axis=0)
+        g_var = vectors.var(axis=0) + 1e-6
+        prior = float(self.prior_events)
+        self.views_: list[WindowView] = []
+        for column, masks in chosen:
+            view = WindowView(column, masks, pd.Index([], dtype=object), g_mean[None], g_var[None], np.zeros(1))
+            w = self._windows(view, events, vectors, ms, fitting=True)
+            if len(w.rows) == 0:
+                continue
+            keys = w.value[w.window_of_row]  # entity value per row
+            codes, uniques = pd.factorize(keys)
+            counts = np.bincount(codes, minlength=len(uniques))
+            keep = np.argsort(-counts, kind="stable")[: int(self.max_entities)]
+            slot = np.full(len(uniques), len(keep), dtype=np.int64)
+            slot[keep] = np.arange(len(keep))
+            row_slot = slot[codes]
+            n_e = np.bincount(row_slot, minlength=len(keep) + 1).astype(np.float64)
+            x = vectors[w.rows]
+            s1 = _group_sums(row_slot, x, len(keep) + 1)
+            s2 = _group_sums(row_slot, x * x, len(keep) + 1)
+            mean = (s1 + prior * g_mean) / (n_e + prior)[:, None]
+            var = (s2 + prior * (g_var + g_mean ** 2)) / (n_e + prior)[:, None] - mean ** 2
+            var = np.maximum(var, float(self.min_var_ratio) * g_var) + 1e-6
+            mean[-1], var[-1] = g_mean, g_var  # the population row, for entities never (or rarely) seen
+            lc = np.log1p(w.count)
+            win_slot = slot[pd.Index(uniques).get_indexer(pd.Index(w.value.astype(object)))]
+            g_lc = float(lc.mean())
+            lc_sum = np.bincount(win_slot, weights=lc, minlength=len(keep) + 1)
+            n_win = np.bincount(win_slot, minlength=len(keep) + 1)
+            rate_mean = (lc_sum + float(self.prior_windows) * g_lc) / (n_win + float(self.prior_windows))
+            rate_mean[-1] = g_lc
+            entities = pd.Index(np.asarray(uniques, dtype=object)[keep].astype(str), dtype=object)
+            self.views_.append(WindowView(column, masks, entities, mean, var, rate_mean))
+        if not self.views_:
+            raise ValueError("no entity column with values: nothing to group events by")
+        self.n_features_in_ = int(self.n_embedding) + len(self.field_names)
+        self.fields_ = [self.field_names[i - int(self.n_embedding)]
+                        for i in self._kept_dims(self.n_features_in_)[int(self.n_embedding):]]
+        cal_events, cal_vectors = (events, vectors) if calibration is None else self._check_input(calibration)
+        cal_ms = self._times(cal_events)
+        for view in self.views_:
+            stats = self._windows(view, cal_events, cal_vectors, cal_ms).stats
+            if len(stats) < 20:  # too few later windows: calibrate on the training windows
+                stats = self._windows(view, events, vectors, ms).stats
+            med = np.median(stats, axis=0) if len(stats) else np.zeros(3)
+            q99 = np.quantile(stats, 0.99, axis=0) if len(stats) else np.ones(3)
+            view.median, view.scale = med, np.maximum(q99 - med, 1e-6)
+        self._calibrate(self._best(self._view_scores(cal_events, cal_vectors)[0]))
+        return self
+
+    def _fit(self, X, y=None) -> np.ndarray:  # fit() is overridden; kept for the abstract interface
+        self.fit(X)
+        return self.training_scores_
+
+    # ------------------------------------------------------------------ score / explain
+    def _kept_dims(self, d: int) -> np.ndarray:
+        """Dimensions used: the embedding and every numeric field except those derived from a timestamp.
+
+        Hour-of-day and day-of-week are the same for every event of a window, so a window's mean of them only
+        says when the window is, not that the entity changed."""
+        roles = getattr(self.encoder, "roles_", {})
+        sources = getattr(self.encoder, "sources_", {})
+        names = list(self.field_names)
+        if d != int(self.n_embedding) + len(names):
+            raise ValueError(f"vectors have {d} dimensions; expected n_embedding={self.n_embedding} + "
+                             f"{len(names)} field_names")
+        fields = [i for i, name in enumerate(names) if roles.get(sources.get(name, name)) != "timestamp"]
+        return np.r_[np.arange(int(self.n_embedding)), int(self.n_embedding) + np.asarray(fields, dtype=np.int64)]
+
+    def _check_input(self, X, fitted: bool = True) -> tuple[pd.DataFrame, np.ndarray]:
+        if not (isinstance(X, tuple) and len(X) == 2):
+            raise TypeError("X must be a tuple (events DataFrame, vectors [n, d])")
+        events, vectors = X
+        if not isinstance(events, pd.DataFrame):
+            raise TypeError(f"events must be a DataFrame, got {type(events).__name__}")
+        vectors = np.asarray(vectors, dtype=np.float64)
+        if vectors.ndim != 2 or vectors.shape[0] != len(events):
+            raise ValueError(f"vectors must be [n_events={len(events)}, d], got shape {vectors.shape}")
+        if fitted and hasattr(self, "n_features_in_") and vectors.shape[1] != self.n_features_in_:
+            raise ValueError(f"vectors have {vectors.shape[1]} dimensions, the detector was fitted on "
+                             f"{self.n_features_in_}")
+        return events, vectors[:, self._kept_dims(vectors.shape[1])]
+
+    def view_scores(self, X) -> tuple[np.ndarray, list[_Windows]]:
+        """Per-event score of each view ``[n, n_views]`` (``-inf`` where the event has no value) and the windows."""
+        check_is_fitted(self, "views_")
+        return self._view_scores(*self._check_input(X))
+
+    def _view_scores(self, events: pd.DataFrame, vectors: np.ndarray) -> tuple[np.ndarray, list[_Windows]]:
+        ms = self._times(events)
+        out = np.full((len(events), len(self.views_)), -np.inf)
+        windows = []
+        for j, view in enumerate(self.views_):
+            w = self._windows(view, events, vectors, ms)
+            z = ((w.stats - view.median) / view.scale).max(axis=1) if len(w.stats) else np.empty(0)
+            out[w.rows, j] = z[w.window_of_row]
+            windows.append(w)
+        return out, windows
+
+    def _score(self, X) -> np.ndarray:
+        return self._best(self.view_scores(X)[0])
+
+    @staticmethod
+    def _best(per_view: np.ndarray) -> np.ndarray:
+        best = per_view.max(axis=1) if per_view.shape[1] else np.zeros(per_view.shape[0])
+        return np.where(np.isfinite(best), best, 0.0)
+
+    def explain(self, X, n_fields: int = 2) -> pd.DataFrame:
+        """Why each event scores: its most unusual window (view, entity value, start, size, statistic, field).
+
+        ``fields`` lists the raw columns to look at: the entity column, then the ``n_fields`` numeric fields
+        whose window mean moved most (their source columns).
+        """
+        events, vectors = self._check_input(X)
+        per_view, windows = self._view_scores(events, vectors)
+        n = len(events)
+        best_view = np.argmax(per_view, axis=1) if per_view.shape[1] else np.zeros(n, dtype=np.int64)
+        score = per_view[np.arange(n), best_view] if per_view.shape[1] else np.zeros(n)
+        field_names = list(self.fields_)
+        sources = getattr(self.encoder, "sources_", {})
+        view_col = np.array([v.column for v in self.views_], dtype=object)
+        out = pd.DataFrame(index=events.index)
+        out["window_score"] = np.where(np.isfinite(score), score, 0.0)
+        out["view"] = np.where(np.isfinite(score), view_col[best_view], None)
+        entity = np.full(n, None, dtype=object)
+        start = np.full(n, np.nan)
+        size = np.zeros(n, dtype=np.int64)
+        statistic = np.full(n, None, dtype=object)
+        fields = [[] for _ in range(n)]
+        for j, (view, w) in enumerate(zip(self.views_, windows)):
+            mine = np.flatnonzero((best_view == j) & np.isfinite(score))
+            if not len(mine) or not len(w.rows):
+                continue
+            pos = np.full(n, -1, dtype=np.int64)
+            pos[w.rows] = w.window_of_row
+            win = pos[mine]
+            z = (w.stats[win] - view.median) / view.scale
+            entity[mine] = w.value[win]
+            start[mine] = w.start_ms[win]
+            size[mine] = w.count[win].astype(np.int64)
+            statistic[mine] = np.asarray(STATISTICS, dtype=object)[np.argmax(z, axis=1)]
+            if n_fields and field_names:
+                mean = _group_sums(w.window_of_row, vectors[w.rows], len(w.count)) / w.count[:, None]
+                weight = np.minimum(w.count, float(self.max_weight))[:, None]
+                t = np.abs(mean - view.mean[w.entity]) / np.sqrt(view.var[w.entity] / weight)
+                d_emb = int(self.n_embedding)
+                order = np.argsort(-t[win, d_emb:], axis=1, kind="stable")
+                for i, ranked in zip(mine, order):
+                    cols = [view.column]
+                    for f in ranked:
+                        src = sources.get(field_names[f], field_names[f])
+                        if src not in cols:
+                            cols.append(src)
+                        if len(cols) > n_fields:
+                            break
+                    fields[i] = cols
+            else:
+                for i in mine:
+                    fields[i] = [view.column]
+        out["entity"] = entity
+        out["window_start"] = pd.to_datetime(start, unit="ms", utc=True)
+        out["window_events"] = size
+        out["statistic"] = statistic
+        out["fields"] = fields
+        return out
