@@ -29,7 +29,16 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from obsad.runtime import Stopwatch
 
     watch = Stopwatch()
-    paths = write_simulation(args.out, n_events=args.events, days=args.days, seed=args.seed)
+    import pandas as pd
+
+    try:
+        pd.Timestamp(args.start)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"--start {args.start!r} is not a date or an ISO 8601 instant ({exc})") from exc
+    try:
+        paths = write_simulation(args.out, n_events=args.events, days=args.days, seed=args.seed, start=args.start)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
     import pyarrow.parquet as pq
 
     n_events = pq.ParquetFile(paths["events"]).metadata.num_rows
@@ -107,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--events", type=_positive_int, default=100_000, help="number of events (default 100000)")
     sim.add_argument("--days", type=_positive_int, default=7, help="days covered (default 7)")
     sim.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default 0)")
+    sim.add_argument("--start", default="2026-03-02T00:00:00Z",
+                     help="first instant, ISO 8601 UTC (default 2026-03-02T00:00:00Z, a Monday)")
     sim.add_argument("--out", type=Path, required=True, help="output folder")
     sim.set_defaults(run=_cmd_simulate)
 

@@ -10,10 +10,18 @@ Defaults generalise to any OCSF export: the only field names used are the OCSF f
 optimisation steps (``target_steps``) turned into whole epochs, so fit time grows slowly with data size
 (about a minute on two CPU cores for 30k events).
 
-``top_features`` names the raw source fields on which an event differs most from the mean of its ``k`` nearest
-reference events, in encoded space: numeric outputs as absolute difference divided by the reference spread of
-that output, categorical outputs as the share of neighbours with a different value; outputs are aggregated to
-their raw column (max) through ``EncodedFeatures.sources``.
+Two views score every event (Part 6): the **event view**, k-NN distance of its embedding to the training
+events, and the **window view** (:class:`~obsad.detect.EntityWindowDetector`), the most unusual hour of any
+entity the event belongs to, against that entity's history. The window view is fitted on the earlier 80 % of
+the events by time and calibrated on the later 20 %; a :class:`~obsad.detect.MaxZCombiner` calibrated on that
+later part combines the two (``score``), and ``view`` says which one decided. Without a timestamp column there
+is no window view and the score is the event view's.
+
+``top_features`` explains each event from the view that decided. Event view: the raw source fields on which the
+event differs most from the mean of its ``k`` nearest reference events, in encoded space (numeric outputs as
+absolute difference divided by the reference spread of that output, categorical outputs as the share of
+neighbours with a different value; outputs aggregated to their raw column by max). Window view: the entity
+column and the two numeric fields whose window mean moved most.
 """
 
 from __future__ import annotations
@@ -26,21 +34,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .detect import KNNDetector
+from .detect import EntityWindowDetector, KNNDetector, MaxZCombiner
+from .detect.base import max_by_group
+from .detect.windows import event_times, time_column
 from .features import FeatureEncoder
 from .models import DEFAULT_MODEL_CONFIG, TabularResNet
 from .package import PackageError, fingerprint_frame, load_package, save_package
 from .runtime import Stopwatch, seed_everything
 from .train import ContrastiveObjective, FieldAugmentation, TrainConfig, Trainer
 
-__all__ = ["DEFINING_FIELDS", "FittedPipeline", "fit_pipeline", "load_pipeline", "auto_epochs"]
+__all__ = ["DEFINING_FIELDS", "FittedPipeline", "assemble_pipeline", "auto_epochs", "fit_pipeline", "load_pipeline"]
 
 #: OCSF fields that say what an event is; protected from augmentation when the encoder keeps them.
 DEFINING_FIELDS = ("class_name", "class_uid", "activity_id", "activity_name", "type_name", "status", "status_id")
 
 PIPELINE_FORMAT = "obsad-pipeline"
-PIPELINE_VERSION = 1
-REFERENCE_EVENTS_MAX = 5_000
+PIPELINE_VERSION = 2
 QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.995, 0.999, 1.0)
 _CHUNK = 4096
 
@@ -51,11 +60,18 @@ def auto_epochs(n_events: int, batch_size: int = 512, target_steps: int = 300) -
     return max(1, int(round(target_steps / steps_per_epoch)))
 
 
-def _build_detector(state: dict, reference_embeddings: np.ndarray, train_scores_sorted: np.ndarray) -> KNNDetector:
-    """A fitted :class:`KNNDetector` (exact index) from stored state, without refitting.
+def _build_detector(state: dict, reference_embeddings: np.ndarray, train_scores_sorted: np.ndarray,
+                    index_bytes: np.ndarray | None = None) -> KNNDetector:
+    """A fitted :class:`KNNDetector` from stored state, without refitting: the stored FAISS index when there is
+    one (IVF for large references), else an exact index over ``reference_embeddings``.
 
     ``kneighbors`` indices are rows of ``reference_embeddings``.
     """
+    if index_bytes is not None:
+        return KNNDetector.from_index(
+            index_bytes, len(reference_embeddings), train_scores_sorted, float(state["threshold_"]),
+            k=int(state["k"]), metric=str(state["metric"]), seed=int(state.get("seed", 0)),
+            n_probe=int(state.get("n_probe", 8)), threshold_percentile=float(state["threshold_percentile"]))
     return KNNDetector.from_reference(
         reference_embeddings, train_scores_sorted, float(state["threshold_"]),
         k=int(state["k"]), metric=str(state["metric"]), seed=int(state.get("seed", 0)),
@@ -73,6 +89,8 @@ class FittedPipeline:
     arrays: dict[str, np.ndarray]
     reference: pd.DataFrame | None
     config: dict
+    combiner: MaxZCombiner
+    window: EntityWindowDetector | None = None
     path: Path | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -83,41 +101,69 @@ class FittedPipeline:
 
     @property
     def threshold(self) -> float:
-        return float(self.detector.threshold_)
+        return float(self.combiner.threshold_)
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        return ("event", "window") if self.window is not None else ("event",)
 
     # ------------------------------------------------------------------ scoring
     def embed(self, features) -> np.ndarray:
         return self.model.embed(features.numeric, features.categorical).numpy().astype(np.float32, copy=False)
 
-    def score(self, events: pd.DataFrame, *, n_top: int = 3) -> pd.DataFrame:
-        """One row per row of ``events``, in the same order (and index): score, percentile, is_anomaly, top_features.
+    def window_vectors(self, z: np.ndarray, features) -> np.ndarray:
+        """What the window view averages per window: the unit-length embedding, then the numeric fields."""
+        return _window_vectors(z, features.numeric)
 
-        ``event_uid`` (from OCSF ``metadata.uid``) and ``time`` are copied first when present.
+    def score(self, events: pd.DataFrame, *, n_top: int = 3) -> pd.DataFrame:
+        """One row per row of ``events``, in the same order (and index).
+
+        Columns: ``event_uid`` and ``time`` when present, ``score`` (higher = more anomalous), ``percentile``
+        (among the calibration events' scores), ``is_anomaly`` (``score`` above the calibrated threshold),
+        ``view`` (``event`` or ``window``: which view decided) and ``top_features``.
         """
         if not isinstance(events, pd.DataFrame):
             raise TypeError(f"events must be a DataFrame, got {type(events).__name__}")
+        n = len(events)
         features = self.encoder.transform(events)
         z = self.embed(features)
         det = self.detector
-        if len(events):
-            scores = det.score_samples(z)
-            _, nbrs = det.kneighbors(z)
+        if n:
+            knn_scores, nbrs = det.score_and_neighbors(z)
         else:
-            scores = np.empty(0, dtype=np.float64)
-            nbrs = np.empty((0, det.k), dtype=np.int64)
+            knn_scores, nbrs = np.empty(0), np.empty((0, det.k), dtype=np.int64)
+        members = [knn_scores]
+        window_fields = None
+        if self.window is not None:
+            framed = events
+            if self.window.time_column_ not in events.columns:
+                framed = events.assign(**{self.window.time_column_: pd.Series(np.nan, index=events.index)})
+            why = self.window.explain((framed, self.window_vectors(z, features)), n_fields=2)
+            members.append(why["window_score"].to_numpy())
+            window_fields = why["fields"].to_numpy()
+        member_scores = np.column_stack(members) if n else np.empty((0, len(members)))
+        member_z = self.combiner.member_z(member_scores)
+        scores = member_z.max(axis=1) if n else np.empty(0)
+        decided = member_z.argmax(axis=1) if n else np.empty(0, dtype=np.int64)
+        top = self.top_features(features, nbrs, n_top=n_top)
+        if window_fields is not None and n:
+            joined = _join_lists(window_fields)
+            top = np.where(decided == 1, joined, top)
         out = pd.DataFrame(index=events.index)
         if "metadata.uid" in events.columns:
             out["event_uid"] = events["metadata.uid"].to_numpy()
         if "time" in events.columns:
             out["time"] = events["time"].to_numpy()
         out["score"] = scores
-        out["percentile"] = det.percentile_of(scores) if len(scores) else np.empty(0)
-        out["is_anomaly"] = scores > det.threshold_
-        out["top_features"] = self.top_features(features, nbrs, n_top=n_top)
+        out["percentile"] = self.combiner.percentile_of(scores) if n else np.empty(0)
+        out["is_anomaly"] = scores > self.combiner.threshold_
+        out["view"] = np.asarray(self.views, dtype=object)[decided] if n else np.empty(0, dtype=object)
+        out["top_features"] = np.asarray(top, dtype=object) if n else np.empty(0, dtype=object)
         return out
 
-    def top_features(self, features, neighbours: np.ndarray, *, n_top: int = 3) -> list[str]:
-        """The ``n_top`` raw source columns on which each event differs most from its reference neighbours."""
+    def top_features(self, features, neighbours: np.ndarray, *, n_top: int = 3) -> np.ndarray:
+        """The ``n_top`` raw source columns on which each event differs most from its reference neighbours,
+        as one comma-separated string per event."""
         ref_num = self.arrays["reference_numeric"]
         ref_cat = self.arrays["reference_categorical"]
         scale = self.arrays["numeric_scale"]
@@ -127,9 +173,10 @@ class FittedPipeline:
         col_of = {c: i for i, c in enumerate(columns)}
         out_to_col = np.array([col_of[s] for s in sources], dtype=np.int64)
         n = len(neighbours)
-        result: list[str] = []
-        if not columns:
-            return [""] * n
+        if not columns or n == 0:
+            return np.full(n, "", dtype=object)
+        k = min(n_top, len(columns))
+        codes = np.full((n, k), -1, dtype=np.int64)
         for lo in range(0, n, _CHUNK):
             nb = np.maximum(neighbours[lo:lo + _CHUNK], 0)  # -1 never happens with the exact index
             parts = []
@@ -140,22 +187,27 @@ class FittedPipeline:
                 diff = ref_cat[nb] != features.categorical[lo:lo + _CHUNK, None, :].astype(ref_cat.dtype)
                 parts.append(diff.mean(axis=1))
             per_out = np.concatenate(parts, axis=1).astype(np.float64)  # [b, n_outputs]
-            per_col = _max_by_group(per_out, out_to_col, len(columns))
-            k = min(n_top, len(columns))
+            per_col = max_by_group(per_out, out_to_col, len(columns))
             top = np.argsort(-per_col, axis=1, kind="stable")[:, :k]
-            for row, cols in zip(per_col, top):
-                result.append(", ".join(columns[c] for c in cols if row[c] > 0))
-        return result
+            positive = np.take_along_axis(per_col, top, axis=1) > 0
+            codes[lo:lo + _CHUNK] = np.where(positive, top, -1)
+        return _join_codes(codes, columns)
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the model package (atomically; see :func:`obsad.package.save_package`)."""
+        detector = dict(self.detector_state)
+        arrays = dict(self.arrays)
+        detector["combiner"] = self.combiner.to_state()
+        if self.window is not None:
+            detector["window"], window_arrays = self.window.to_state(prefix="window")
+            arrays.update(window_arrays)
         path = save_package(
             directory,
             encoder=self.encoder,
             model=self.objective,
-            detector=self.detector_state,
-            arrays=self.arrays,
+            detector=detector,
+            arrays=arrays,
             reference=self.reference,
             config=self.config,
             seed=self.config.get("seed"),
@@ -165,25 +217,29 @@ class FittedPipeline:
         return self.path
 
 
-def _max_by_group(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
-    """Per row, the max of ``values[:, j]`` over outputs ``j`` of each group (vectorised over rows)."""
-    out = np.zeros((values.shape[0], n_groups), dtype=np.float64)
-    order = np.argsort(groups, kind="stable")
-    g = groups[order]
-    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-    reduced = np.maximum.reduceat(values[:, order], starts, axis=1)
-    out[:, g[starts]] = reduced
-    return out
+def _window_vectors(z: np.ndarray, numeric: np.ndarray) -> np.ndarray:
+    unit = z.astype(np.float64)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True) + 1e-12
+    return np.hstack([unit, np.asarray(numeric, dtype=np.float64)])
 
 
-def _reference_sample(events: pd.DataFrame, n_max: int, seed: int) -> pd.DataFrame:
-    n = len(events)
-    if n > n_max:
-        rows = np.sort(np.random.default_rng(seed).choice(n, size=n_max, replace=False))
-        sample = events.iloc[rows]
-    else:
-        sample = events
-    return sample.reset_index(drop=True)
+def _join_codes(codes: np.ndarray, names: list[str]) -> np.ndarray:
+    """Rows of column codes (-1 = none) -> comma-separated names, joined once per distinct row (vectorised)."""
+    if len(codes) == 0:
+        return np.empty(0, dtype=object)
+    combos, inverse = np.unique(codes, axis=0, return_inverse=True)
+    joined = np.empty(len(combos), dtype=object)
+    joined[:] = [", ".join(names[c] for c in row if c >= 0) for row in combos]
+    return joined[inverse.reshape(-1)]
+
+
+def _join_lists(lists: np.ndarray) -> np.ndarray:
+    """An object array of lists of names -> comma-separated strings, joined once per distinct list."""
+    keys = pd.Series([tuple(x) for x in lists], dtype=object)
+    codes, uniques = pd.factorize(keys)
+    joined = np.empty(len(uniques), dtype=object)
+    joined[:] = [", ".join(u) for u in uniques]
+    return joined[codes]
 
 
 def fit_pipeline(
@@ -192,23 +248,20 @@ def fit_pipeline(
     epochs: int | None = None,
     seed: int = 0,
     progress: bool = True,
-    reference_max: int = 50_000,
-    k: int = 10,
-    metric: str = "cosine",
     batch_size: int = 512,
     lr: float = 2e-3,
     target_steps: int = 300,
-    threshold_percentile: float = 99.5,
-    reference_events_max: int = REFERENCE_EVENTS_MAX,
     device: str | None = None,
+    **detector_options,
 ) -> FittedPipeline:
-    """Fit encoder, contrastive TabularResNet and k-NN detector on all of ``events`` (a ``load_events`` table).
+    """Fit the encoder and train the contrastive TabularResNet on ``events`` (a ``load_events`` table), then
+    :func:`assemble_pipeline` (k-NN event view, window view, calibrated threshold; ``detector_options`` go there).
 
-    ``epochs=None``: :func:`auto_epochs` (about ``target_steps`` optimisation steps). ``reference_max`` bounds the
-    k-NN reference (a seeded sample; every event is still scored to calibrate the threshold).
+    ``epochs=None``: :func:`auto_epochs` (about ``target_steps`` optimisation steps).
     """
     if not isinstance(events, pd.DataFrame):
         raise TypeError(f"events must be a DataFrame, got {type(events).__name__}")
+    k = int(detector_options.get("k", 10))
     if len(events) <= k + 1:
         raise ValueError(f"need more than {k + 1} events to fit, got {len(events)}")
     if epochs is not None and int(epochs) < 1:
@@ -219,9 +272,7 @@ def fit_pipeline(
     features = encoder.transform(events)
     if not features.numeric_names and not features.categorical_names:
         raise ValueError("no usable feature: every column was dropped by the encoder (constant, unique or empty)")
-    n = len(events)
-    n_epochs = int(epochs) if epochs is not None else auto_epochs(n, batch_size, target_steps)
-
+    n_epochs = int(epochs) if epochs is not None else auto_epochs(len(events), batch_size, target_steps)
     protected = [name for name in DEFINING_FIELDS if name in features.categorical_names]
     augmentation = FieldAugmentation(protected_categorical=protected).fit(
         features.numeric, features.categorical, features.numeric_names, features.categorical_names)
@@ -230,19 +281,59 @@ def fit_pipeline(
     train_config = TrainConfig(epochs=n_epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress,
                                device=device)
     history = Trainer(objective, train_config, name="obsad fit").fit(features)
-    objective = objective.cpu().eval()
-    train_seconds = watch.seconds
+    training = {
+        "protected_categorical": protected,
+        "train_config": train_config.to_dict(),
+        "train_steps": int(history.steps.shape[0]) if hasattr(history, "steps") else None,
+        "train_seconds": float(watch.seconds),
+    }
+    fitted = assemble_pipeline(events, encoder, objective.cpu().eval(), features=features, seed=seed,
+                               training=training, **detector_options)
+    fitted.config["fit_seconds"] = float(watch.seconds)
+    return fitted
 
+
+def assemble_pipeline(
+    events: pd.DataFrame,
+    encoder: FeatureEncoder,
+    objective: torch.nn.Module,
+    *,
+    features=None,
+    seed: int = 0,
+    k: int = 10,
+    metric: str = "cosine",
+    reference_max: int = 50_000,
+    exact_max: int = 10_000,
+    n_probe: int = 8,
+    threshold_percentile: float = 99.5,
+    window: str | None = "1h",
+    calibration_fraction: float = 0.2,
+    training: dict | None = None,
+) -> FittedPipeline:
+    """A :class:`FittedPipeline` from a fitted encoder and a trained contrastive objective, on baseline ``events``.
+
+    The event view: k-NN over the embeddings of at most ``reference_max`` events (a seeded sample; every event
+    is still scored to calibrate); a reference larger than ``exact_max`` is searched with an IVF index
+    (``n_probe`` lists), stored in the package. The window view (``window`` = its length, ``None`` for none) is
+    fitted on the earlier events and calibrated, with the combined threshold, on the latest
+    ``calibration_fraction`` of them by time. The raw reference events are kept row for row with the reference
+    embeddings, so a neighbour found by the index is an event one can show.
+    """
+    if not isinstance(events, pd.DataFrame):
+        raise TypeError(f"events must be a DataFrame, got {type(events).__name__}")
+    if not isinstance(objective, ContrastiveObjective):
+        raise TypeError(f"objective must be a trained ContrastiveObjective, got {type(objective).__name__}")
+    watch = Stopwatch("assemble")
+    features = encoder.transform(events) if features is None else features
+    n = len(events)
     z = objective.encoder.embed(features.numeric, features.categorical).numpy().astype(np.float32)
-    fitted = KNNDetector(k=k, metric=metric, exact_max=max(int(reference_max), 1), reference_max=int(reference_max),
-                         seed=seed, threshold_percentile=threshold_percentile).fit(z)
+    fitted = KNNDetector(k=k, metric=metric, exact_max=max(int(exact_max), 1), reference_max=int(reference_max),
+                         n_probe=n_probe, seed=seed, threshold_percentile=threshold_percentile).fit(z)
     rows = fitted.reference_rows_
     train_scores = fitted.training_scores_
     sorted_scores = np.sort(train_scores)
-    share_above = float(np.mean(train_scores > fitted.threshold_))
     ref_num = features.numeric[rows].astype(np.float32)
     spread = ref_num.std(axis=0) if ref_num.shape[1] else np.zeros(0, dtype=np.float32)
-    scale = np.where(spread > 1e-6, spread, 1.0).astype(np.float32)
     max_id = max(features.cardinalities) if len(features.cardinalities) else 0
     cat_dtype = np.int32 if max_id < np.iinfo(np.int32).max else np.int64
     arrays = {
@@ -250,8 +341,10 @@ def fit_pipeline(
         "train_scores_sorted": sorted_scores,
         "reference_numeric": ref_num,
         "reference_categorical": features.categorical[rows].astype(cat_dtype),
-        "numeric_scale": scale,
+        "numeric_scale": np.where(spread > 1e-6, spread, 1.0).astype(np.float32),
     }
+    if fitted.n_lists_ is not None:  # an approximate (IVF) index: store it, so scoring uses exactly this index
+        arrays["knn_index"] = fitted.index_bytes()
     detector_state = {
         "kind": "knn",
         "k": int(k),
@@ -261,9 +354,20 @@ def fit_pipeline(
         "threshold_": float(fitted.threshold_),
         "n_train": int(n),
         "n_reference": int(len(rows)),
-        "share_above_threshold": share_above,
+        "index": "ivf" if fitted.n_lists_ is not None else "exact",
+        "n_lists": fitted.n_lists_,
+        "n_probe": int(n_probe),
+        "share_above_threshold": float(np.mean(train_scores > fitted.threshold_)),
         "score_quantiles": {str(q): float(np.quantile(sorted_scores, q)) for q in QUANTILES},
     }
+    detector = _build_detector(detector_state, arrays["reference_embeddings"], sorted_scores, arrays.get("knn_index"))
+    window_detector, late, warnings = _fit_window_view(
+        events, encoder, features, z, window=window, calibration_fraction=calibration_fraction,
+        threshold_percentile=threshold_percentile)
+    members = [train_scores[late]]
+    if window_detector is not None:
+        members.append(window_detector.score_samples((events[late], _window_vectors(z[late], features.numeric[late]))))
+    combiner = MaxZCombiner(threshold_percentile=threshold_percentile).fit(np.column_stack(members))
     config = {
         "format": PIPELINE_FORMAT,
         "format_version": PIPELINE_VERSION,
@@ -271,19 +375,53 @@ def fit_pipeline(
         "n_events": int(n),
         "n_numeric": len(features.numeric_names),
         "n_categorical": len(features.categorical_names),
-        "protected_categorical": protected,
-        "model_config": dict(DEFAULT_MODEL_CONFIG),
-        "train_config": train_config.to_dict(),
-        "train_steps": int(history.steps.shape[0]) if hasattr(history, "steps") else None,
-        "train_seconds": float(train_seconds),
-        "fit_seconds": float(watch.seconds),
+        "model_config": objective.encoder.to_config(),
+        **(training or {}),
         "reference_max": int(reference_max),
+        "views": ["event", "window"] if window_detector is not None else ["event"],
+        "window": window if window_detector is not None else None,
+        "calibration_events": int(late.sum()),
+        "assemble_seconds": float(watch.seconds),
         "training_fingerprint": fingerprint_frame(events),
     }
-    detector = _build_detector(detector_state, arrays["reference_embeddings"], sorted_scores)
-    reference = _reference_sample(events, reference_events_max, seed)
+    reference = events.iloc[rows].reset_index(drop=True)
     return FittedPipeline(encoder=encoder, objective=objective, detector=detector, detector_state=detector_state,
-                          arrays=arrays, reference=reference, config=config)
+                          arrays=arrays, reference=reference, config=config, combiner=combiner,
+                          window=window_detector, warnings=warnings)
+
+
+def _fit_window_view(events: pd.DataFrame, encoder: FeatureEncoder, features, z: np.ndarray, *, window: str | None,
+                     calibration_fraction: float, threshold_percentile: float):
+    """The window view fitted on the earlier events and calibrated on the later ones, the calibration rows
+    (boolean mask; every row when there is no usable time), and warnings saying why a view is missing."""
+    n = len(events)
+    every = np.ones(n, dtype=bool)
+    if window is None:
+        return None, every, []
+    try:
+        column, unit = time_column(encoder)
+    except ValueError as exc:
+        return None, every, [f"no window view: {exc}"]
+    ms = event_times(events, column, unit)
+    timed = ~np.isnan(ms)
+    if timed.sum() < 200:
+        return None, every, [f"no window view: only {int(timed.sum())} events have a usable {column!r}"]
+    if not 0.0 < float(calibration_fraction) < 1.0:
+        raise ValueError(f"calibration_fraction must be in (0, 1), got {calibration_fraction}")
+    cut = np.quantile(ms[timed], 1.0 - float(calibration_fraction))
+    late = timed & (ms > cut)
+    early = ~late
+    if late.sum() < 100 or early.sum() < 100:
+        late = every
+        early = every
+    detector = EntityWindowDetector(encoder, n_embedding=z.shape[1], field_names=list(features.numeric_names),
+                                    window=window, threshold_percentile=threshold_percentile)
+    vectors = _window_vectors(z, features.numeric)
+    try:
+        detector.fit((events[early], vectors[early]), calibration=(events[late], vectors[late]))
+    except ValueError as exc:  # e.g. no entity column with values
+        return None, every, [f"no window view: {exc}"]
+    return detector, late, []
 
 
 _REQUIRED_ARRAYS = ("reference_embeddings", "train_scores_sorted", "reference_numeric", "reference_categorical",
@@ -299,6 +437,10 @@ def load_pipeline(directory: str | os.PathLike) -> FittedPipeline:
     if int(package.config.get("format_version", 0)) > PIPELINE_VERSION:
         raise PackageError(f"refusing to load package {root}: config.json: pipeline format version "
                            f"{package.config.get('format_version')} is newer than this obsad supports")
+    if int(package.config.get("format_version", 0)) < PIPELINE_VERSION:
+        raise PackageError(f"refusing to load package {root}: config.json: pipeline format version "
+                           f"{package.config.get('format_version')} was written by an older obsad; "
+                           f"fit it again with `obsad fit`")
     if not isinstance(package.model, ContrastiveObjective):
         raise PackageError(f"refusing to load package {root}: model/: expected a ContrastiveObjective, got "
                            f"{type(package.model).__name__}")
@@ -307,9 +449,25 @@ def load_pipeline(directory: str | os.PathLike) -> FittedPipeline:
         raise PackageError(f"refusing to load package {root}: arrays.safetensors: missing {', '.join(missing)}")
     state = package.detector
     try:
-        detector = _build_detector(state, package.arrays["reference_embeddings"], package.arrays["train_scores_sorted"])
+        detector = _build_detector(state, package.arrays["reference_embeddings"], package.arrays["train_scores_sorted"],
+                                   package.arrays.get("knn_index"))
     except (KeyError, TypeError, ValueError) as exc:
         raise PackageError(f"refusing to load package {root}: detector.json: unusable detector state ({exc})") from exc
+    try:
+        combiner = MaxZCombiner.from_state(state["combiner"])
+        window = None
+        if "window" in state:
+            window = EntityWindowDetector.from_state(package.encoder, state["window"], package.arrays, prefix="window")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PackageError(f"refusing to load package {root}: detector.json: unusable combiner or window view "
+                           f"state ({exc})") from exc
+    n_members = 2 if window is not None else 1
+    if combiner.median_.shape != (n_members,):
+        raise PackageError(f"refusing to load package {root}: detector.json: the combiner expects "
+                           f"{combiner.median_.shape[0]} views, the package has {n_members}")
+    state = {key: value for key, value in state.items() if key not in ("combiner", "window")}
+    arrays = {key: value for key, value in package.arrays.items() if not key.startswith("window/")}
     return FittedPipeline(encoder=package.encoder, objective=package.model.eval(), detector=detector,
-                          detector_state=state, arrays=dict(package.arrays), reference=package.reference,
-                          config=package.config, path=root, warnings=list(package.warnings))
+                          detector_state=state, arrays=arrays, reference=package.reference,
+                          config=package.config, combiner=combiner, window=window, path=root,
+                          warnings=list(package.warnings))

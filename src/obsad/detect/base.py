@@ -29,6 +29,17 @@ def as_float32(X) -> np.ndarray:
     return X
 
 
+def max_by_group(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per row, the max of ``values[:, j]`` over outputs ``j`` of each group (vectorised over rows)."""
+    out = np.zeros((values.shape[0], n_groups), dtype=np.float64)
+    order = np.argsort(groups, kind="stable")
+    g = groups[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    reduced = np.maximum.reduceat(values[:, order], starts, axis=1)
+    out[:, g[starts]] = reduced
+    return out
+
+
 class BaseDetector(BaseEstimator, ABC):
     """Base class: subclasses implement ``_fit(X, y) -> training scores`` and ``_score(X) -> scores``."""
 

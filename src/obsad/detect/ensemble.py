@@ -106,3 +106,22 @@ class MaxZCombiner(BaseDetector):
         """Calibrated score of every member ``[n, n_members]``; ``argmax`` says which view flagged an event."""
         check_is_fitted(self, "median_")
         return self._z(scores)
+
+    def to_state(self) -> dict:
+        """The fitted combiner as a JSON-able dict."""
+        check_is_fitted(self, "median_")
+        return {"threshold_percentile": float(self.threshold_percentile), "median_": self.median_.tolist(),
+                "scale_": self.scale_.tolist(), "threshold_": float(self.threshold_),
+                "train_scores_": self.train_scores_.tolist()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "MaxZCombiner":
+        """Rebuild a fitted combiner from :meth:`to_state` output."""
+        det = cls(threshold_percentile=float(state["threshold_percentile"]))
+        det.median_ = np.asarray(state["median_"], dtype=np.float64)
+        det.scale_ = np.asarray(state["scale_"], dtype=np.float64)
+        if det.median_.ndim != 1 or det.median_.shape != det.scale_.shape or (det.scale_ <= 0).any():
+            raise ValueError("combiner state: median_ and scale_ must be equal-length vectors, scales > 0")
+        det.train_scores_ = np.sort(np.asarray(state["train_scores_"], dtype=np.float64))
+        det.threshold_ = float(state["threshold_"])
+        return det

@@ -108,6 +108,37 @@ class KNNDetector(BaseDetector):
         det.threshold_ = float(threshold)
         return det
 
+    def index_bytes(self) -> np.ndarray:
+        """The FAISS index in FAISS' own binary format, as a ``uint8`` array (no pickle; store it with a checksum)."""
+        check_is_fitted(self, "index_")
+        return np.asarray(faiss.serialize_index(self.index_), dtype=np.uint8)
+
+    @classmethod
+    def from_index(cls, index_bytes, n_reference: int, train_scores, threshold: float, **params) -> "KNNDetector":
+        """A fitted detector rebuilt from :meth:`index_bytes` (exact or IVF), without refitting.
+
+        ``kneighbors`` indices are positions ``0 .. n_reference - 1`` in the reference the index was built on.
+        """
+        det = cls(**params)
+        if det.metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {det.metric!r}")
+        index = faiss.deserialize_index(np.ascontiguousarray(np.asarray(index_bytes, dtype=np.uint8)))
+        if index.ntotal != int(n_reference):
+            raise ValueError(f"the index holds {index.ntotal} vectors, expected {n_reference}")
+        if index.ntotal <= det.k:
+            raise ValueError(f"need more than k={det.k} reference points, got {index.ntotal}")
+        if hasattr(index, "nprobe"):
+            index.nprobe = min(int(det.n_probe), int(index.nlist))
+            det.n_lists_ = int(index.nlist)
+        else:
+            det.n_lists_ = None
+        det.index_ = index
+        det.reference_rows_ = np.arange(index.ntotal)
+        det.n_features_in_ = int(index.d)
+        det.train_scores_ = np.sort(np.asarray(train_scores, dtype=np.float64))
+        det.threshold_ = float(threshold)
+        return det
+
     # ------------------------------------------------------------------ fit / score
     def _fit(self, X, y=None) -> np.ndarray:
         if self.metric not in METRICS:
@@ -128,7 +159,8 @@ class KNNDetector(BaseDetector):
         faiss_metric = faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
         flat = faiss.IndexFlatIP(d) if self.metric == "cosine" else faiss.IndexFlatL2(d)
         if n_ref > self.exact_max:
-            n_lists = int(self.n_lists) if self.n_lists else max(1, int(round(4 * math.sqrt(n_ref))))
+            # about 4 sqrt(n) lists, but no more than FAISS' k-means can train well (39 points per centroid)
+            n_lists = int(self.n_lists) if self.n_lists else max(1, min(int(round(4 * math.sqrt(n_ref))), n_ref // 39))
             n_lists = min(n_lists, n_ref)
             index = faiss.IndexIVFFlat(flat, d, n_lists, faiss_metric)
             n_train = min(n_ref, max(64 * n_lists, 10_000))
@@ -161,6 +193,13 @@ class KNNDetector(BaseDetector):
     def _score(self, X) -> np.ndarray:
         dist, _ = self._search(self._prepare(X), self.k)
         return self._mean(dist)
+
+    def score_and_neighbors(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """``score_samples(X)`` and the rows of the ``k`` nearest reference events, from one search."""
+        check_is_fitted(self, "index_")
+        dist, idx = self._search(self._prepare(X), self.k)
+        rows = np.where(idx >= 0, self.reference_rows_[np.maximum(idx, 0)], -1)
+        return self._mean(dist), rows
 
     def kneighbors(self, X, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Distances (float64, ascending) and indices of the ``k`` nearest reference events.

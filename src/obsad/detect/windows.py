@@ -38,7 +38,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..features import values as V
 from ..features.text import template_array
-from .base import BaseDetector
+from .base import BaseDetector, max_by_group
 
 STATISTICS = ("embedding_shift", "field_shift", "rate")
 ENTITY_ROLES = ("ip", "high_cardinality")
@@ -71,6 +71,22 @@ class _Windows:
     count: np.ndarray  # [n_windows]
     stats: np.ndarray  # [n_windows, 3]
     top_field: np.ndarray  # [n_windows] index of the numeric field with the largest |t|
+
+
+def time_column(encoder) -> tuple[str, str | None]:
+    """The timestamp column windows are cut from (the encoder's most complete one) and its epoch unit."""
+    stamps = [st for st in encoder.columns_ if st["role"] == "timestamp"]
+    if not stamps:
+        raise ValueError("the encoder found no timestamp column: windows need event times")
+    best = min(stamps, key=lambda st: st.get("missing_rate") or 0.0)
+    return best["column"], best.get("unit")
+
+
+def event_times(events: pd.DataFrame, column: str, unit: str | None = None) -> np.ndarray:
+    """Event times in epoch milliseconds (NaN where missing or unparsable; all NaN without the column)."""
+    if column not in events.columns:
+        return np.full(len(events), np.nan)
+    return V.to_epoch_ms(events[column], unit=unit)[0]
 
 
 def _group_sums(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
@@ -140,17 +156,13 @@ class EntityWindowDetector(BaseDetector):
                 n_unique = len(st.get("vocab") or [])
             if role in ENTITY_ROLES or (role in GROUPING_ROLES and self.min_distinct <= n_unique <= self.max_distinct):
                 views.append((st["column"], list(st.get("masks") or []) if role == "text" else None))
-        stamps = [st for st in states if st["role"] == "timestamp"]
-        if not stamps:
-            raise ValueError("the encoder found no timestamp column: windows need event times")
-        best = min(stamps, key=lambda st: st.get("missing_rate") or 0.0)
-        return views, best["column"], best.get("unit")
+        column, unit = time_column(self.encoder)
+        return views, column, unit
 
     def _times(self, events: pd.DataFrame) -> np.ndarray:
         if self.time_column_ not in events.columns:
             raise ValueError(f"events have no {self.time_column_!r} column (the time the windows are cut from)")
-        ms, _ = V.to_epoch_ms(events[self.time_column_], unit=self.time_unit_)
-        return ms
+        return event_times(events, self.time_column_, self.time_unit_)
 
     # ------------------------------------------------------------------ windows of one view
     def _windows(self, view: WindowView, events: pd.DataFrame, vectors: np.ndarray, ms: np.ndarray,
@@ -308,6 +320,20 @@ class EntityWindowDetector(BaseDetector):
         best = per_view.max(axis=1) if per_view.shape[1] else np.zeros(per_view.shape[0])
         return np.where(np.isfinite(best), best, 0.0)
 
+    def _explain_vocabulary(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        """Column names an explanation can use, the code of each view's column, of each field's source column
+        (one per distinct source) and, per numeric field, the index of its source among those."""
+        sources = getattr(self.encoder, "sources_", {})
+        field_sources = [sources.get(name, name) for name in self.fields_]
+        distinct = list(dict.fromkeys(field_sources))
+        vocabulary = list(dict.fromkeys([v.column for v in self.views_] + distinct))
+        code = {c: i for i, c in enumerate(vocabulary)}
+        view_code = np.array([code[v.column] for v in self.views_], dtype=np.int64)
+        field_code = np.array([code[c] for c in distinct], dtype=np.int64)
+        where = {c: i for i, c in enumerate(distinct)}
+        field_group = np.array([where[c] for c in field_sources], dtype=np.int64)
+        return vocabulary, view_code, field_code, field_group
+
     def explain(self, X, n_fields: int = 2) -> pd.DataFrame:
         """Why each event scores: its most unusual window (view, entity value, start, size, statistic, field).
 
@@ -319,8 +345,6 @@ class EntityWindowDetector(BaseDetector):
         n = len(events)
         best_view = np.argmax(per_view, axis=1) if per_view.shape[1] else np.zeros(n, dtype=np.int64)
         score = per_view[np.arange(n), best_view] if per_view.shape[1] else np.zeros(n)
-        field_names = list(self.fields_)
-        sources = getattr(self.encoder, "sources_", {})
         view_col = np.array([v.column for v in self.views_], dtype=object)
         out = pd.DataFrame(index=events.index)
         out["window_score"] = np.where(np.isfinite(score), score, 0.0)
@@ -329,7 +353,8 @@ class EntityWindowDetector(BaseDetector):
         start = np.full(n, np.nan)
         size = np.zeros(n, dtype=np.int64)
         statistic = np.full(n, None, dtype=object)
-        fields = [[] for _ in range(n)]
+        vocabulary, view_code, field_code, field_group = self._explain_vocabulary()
+        codes = np.full((n, 1 + max(int(n_fields), 0)), -1, dtype=np.int64)
         for j, (view, w) in enumerate(zip(self.views_, windows)):
             mine = np.flatnonzero((best_view == j) & np.isfinite(score))
             if not len(mine) or not len(w.rows):
@@ -342,27 +367,75 @@ class EntityWindowDetector(BaseDetector):
             start[mine] = w.start_ms[win]
             size[mine] = w.count[win].astype(np.int64)
             statistic[mine] = np.asarray(STATISTICS, dtype=object)[np.argmax(z, axis=1)]
-            if n_fields and field_names:
-                mean = _group_sums(w.window_of_row, vectors[w.rows], len(w.count)) / w.count[:, None]
-                weight = np.minimum(w.count, float(self.max_weight))[:, None]
-                t = np.abs(mean - view.mean[w.entity]) / np.sqrt(view.var[w.entity] / weight)
-                d_emb = int(self.n_embedding)
-                order = np.argsort(-t[win, d_emb:], axis=1, kind="stable")
-                for i, ranked in zip(mine, order):
-                    cols = [view.column]
-                    for f in ranked:
-                        src = sources.get(field_names[f], field_names[f])
-                        if src not in cols:
-                            cols.append(src)
-                        if len(cols) > n_fields:
-                            break
-                    fields[i] = cols
-            else:
-                for i in mine:
-                    fields[i] = [view.column]
+            codes[mine, 0] = view_code[j]
+            if n_fields and len(field_code):
+                used, back = np.unique(win, return_inverse=True)  # only the windows some event is explained by
+                members = np.isin(w.window_of_row, used)
+                local = np.searchsorted(used, w.window_of_row[members])
+                mean = _group_sums(local, vectors[w.rows[members]], len(used)) / w.count[used][:, None]
+                weight = np.minimum(w.count[used], float(self.max_weight))[:, None]
+                t = np.abs(mean - view.mean[w.entity[used]]) / np.sqrt(view.var[w.entity[used]] / weight)
+                per_source = max_by_group(t[:, int(self.n_embedding):], field_group, len(field_code))
+                per_source[:, field_code == view_code[j]] = -np.inf  # the entity column is already named
+                k = min(int(n_fields), per_source.shape[1])
+                top = np.argsort(-per_source, axis=1, kind="stable")[:, :k]
+                chosen = np.where(np.isfinite(np.take_along_axis(per_source, top, axis=1)), field_code[top], -1)
+                codes[mine, 1:1 + k] = chosen[back]
+        names = np.asarray(vocabulary, dtype=object)
+        combos, inverse = np.unique(codes, axis=0, return_inverse=True)
+        as_lists = np.empty(len(combos), dtype=object)
+        as_lists[:] = [[names[c] for c in row if c >= 0] for row in combos]
+        fields = as_lists[inverse.reshape(-1)] if n else np.empty(0, dtype=object)
         out["entity"] = entity
         out["window_start"] = pd.to_datetime(start, unit="ms", utc=True)
         out["window_events"] = size
         out["statistic"] = statistic
         out["fields"] = fields
         return out
+
+    # ------------------------------------------------------------------ persistence (JSON + arrays, no pickle)
+    _PARAMS = ("n_embedding", "window", "min_distinct", "max_distinct", "max_entities", "prior_events",
+               "prior_windows", "min_var_ratio", "max_t", "max_weight", "threshold_percentile")
+
+    def to_state(self, prefix: str = "window") -> tuple[dict, dict[str, np.ndarray]]:
+        """The fitted detector as a JSON-able dict and named float/int arrays (for a model package)."""
+        check_is_fitted(self, "views_")
+        state = {
+            "params": {name: getattr(self, name) for name in self._PARAMS},
+            "field_names": list(self.field_names),
+            "time_column": self.time_column_,
+            "time_unit": self.time_unit_,
+            "threshold_": float(self.threshold_),
+            "views": [{"column": v.column, "template_masks": v.template_masks, "entities": list(v.entities)}
+                      for v in self.views_],
+        }
+        arrays = {f"{prefix}/train_scores_sorted": np.asarray(self.train_scores_, dtype=np.float64)}
+        for i, v in enumerate(self.views_):
+            for name in ("mean", "var", "rate_mean", "median", "scale"):
+                arrays[f"{prefix}/{i}/{name}"] = np.ascontiguousarray(getattr(v, name), dtype=np.float64)
+        return state, arrays
+
+    @classmethod
+    def from_state(cls, encoder, state: dict, arrays: dict[str, np.ndarray],
+                   prefix: str = "window") -> "EntityWindowDetector":
+        """Rebuild a fitted detector from :meth:`to_state` output (``KeyError``/``ValueError`` if inconsistent)."""
+        det = cls(encoder, field_names=list(state["field_names"]), **state["params"])
+        det.window_ms_ = float(pd.Timedelta(det.window).total_seconds() * 1000.0)
+        det.time_column_, det.time_unit_ = state["time_column"], state.get("time_unit")
+        det.n_features_in_ = int(det.n_embedding) + len(det.field_names)
+        kept = det._kept_dims(det.n_features_in_)
+        det.fields_ = [det.field_names[i - int(det.n_embedding)] for i in kept[int(det.n_embedding):]]
+        det.views_ = []
+        for i, v in enumerate(state["views"]):
+            a = {name: np.asarray(arrays[f"{prefix}/{i}/{name}"], dtype=np.float64)
+                 for name in ("mean", "var", "rate_mean", "median", "scale")}
+            n_entities = len(v["entities"])
+            if a["mean"].shape != (n_entities + 1, len(kept)) or a["var"].shape != a["mean"].shape \
+                    or a["rate_mean"].shape != (n_entities + 1,) or a["median"].shape != (3,) \
+                    or a["scale"].shape != (3,):
+                raise ValueError(f"window view {i} ({v['column']}): arrays do not match its entities and fields")
+            det.views_.append(WindowView(v["column"], v["template_masks"], pd.Index(v["entities"], dtype=object),
+                                         a["mean"], a["var"], a["rate_mean"], a["median"], a["scale"]))
+        det.train_scores_ = np.sort(np.asarray(arrays[f"{prefix}/train_scores_sorted"], dtype=np.float64))
+        det.threshold_ = float(state["threshold_"])
+        return det
