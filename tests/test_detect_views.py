@@ -14,7 +14,6 @@ from sklearn.exceptions import NotFittedError
 
 from obsad.detect import EntityWindowDetector, FieldSurpriseDetector, MaxZCombiner
 from obsad.detect.evaluation import detection_row, explanation_hits, scenario_auroc, table
-from obsad.detect.surprise import take_rows
 from obsad.features import FeatureEncoder
 from obsad.models import TabularResNet
 from obsad.train import MaskedFeatureObjective
@@ -150,7 +149,7 @@ def calibrated(surprise_data, window_data, windows):
     surprise = sd["detector"]
     combiner = MaxZCombiner(threshold_percentile=99.0).fit(_combiner_scores(5000, 0))
     return {
-        "surprise": (surprise, take_rows(sd["train"], surprise.calibration_rows_),
+        "surprise": (surprise, sd["train"].take(surprise.calibration_rows_),
                      sd["encoder"].transform(_service_events(3000, 1))),
         "windows": (windows, (wd["cal"], wd["v_cal"]), (wd["test"], wd["v_test"])),
         "combiner": (combiner, _combiner_scores(5000, 0), _combiner_scores(40_000, 1)),
@@ -260,11 +259,18 @@ def test_latency_shift_of_one_user_is_explained_by_the_latency_field(window_data
     frame.loc[shifted, "latency"] *= 10.0
     vectors = _vectors(window_data["encoder"], frame, 14)
     scores = windows.score_samples((frame, vectors))
-    assert scores[shifted].min() > scores[~shifted].max()
+    # every shifted event outranks every event of the other users; only user13's own hours after the episode
+    # may score as high: the drift statistic's memory fades by (1 - 0.2) per window, so after a tenfold shift
+    # it takes about ten hourly windows to fall below the episode's weakest hour
+    others = (~shifted) & (frame["user"] != "user13").to_numpy()
+    assert scores[shifted].min() > scores[others].max()
+    after = (~shifted) & (scores > scores[shifted].min())
+    assert (frame["user"][after] == "user13").all()
+    assert (frame["time"][after] < day + pd.Timedelta("24h")).all()
     why = windows.explain((frame, vectors), n_fields=2)
     s = why[shifted]
     assert (s["view"] == "user").all() and (s["entity"] == "user13").all()
-    assert (s["statistic"] == "field_shift").all()
+    assert s["statistic"].isin(["field_shift", "drift"]).all()
     assert all(f == ["user", "latency"] for f in s["fields"])
     # no field: the entity column alone
     assert all(f == ["user"] for f in windows.explain((frame, vectors), n_fields=0)[shifted]["fields"])
@@ -383,7 +389,7 @@ def test_field_surprise_score_is_the_mean_of_the_top_z(surprise_data):
     np.testing.assert_allclose(z, (raw - det.median_) / det.scale_)
     np.testing.assert_allclose(det.score_samples(feats), np.sort(z, axis=1)[:, -3:].mean(axis=1))
     # scales from the calibration sample, floored at min_scale
-    sample = take_rows(surprise_data["train"], det.calibration_rows_)
+    sample = surprise_data["train"].take(det.calibration_rows_)
     cal_raw = det.column_surprise(sample)
     np.testing.assert_allclose(det.median_, np.median(cal_raw, axis=0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(det.scale_, np.maximum(np.quantile(cal_raw, 0.99, axis=0) - det.median_, 0.25),
@@ -400,7 +406,7 @@ def test_field_surprise_errors(surprise_data):
     from dataclasses import replace
 
     det, feats = surprise_data["detector"], surprise_data["train"]
-    renamed = replace(take_rows(feats, np.arange(5)), numeric_names=["other", "noise"],
+    renamed = replace(feats.take(np.arange(5)), numeric_names=["other", "noise"],
                       sources={**feats.sources, "other": "other"})
     with pytest.raises(ValueError, match="columns"):
         det.score_samples(renamed)

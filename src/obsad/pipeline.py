@@ -145,10 +145,13 @@ class FittedPipeline:
         member_z = self.combiner.member_z(member_scores)
         scores = member_z.max(axis=1) if n else np.empty(0)
         decided = member_z.argmax(axis=1) if n else np.empty(0, dtype=np.int64)
-        top = self.top_features(features, nbrs, n_top=n_top)
+        top = np.full(n, "", dtype=object)
+        by_event = np.flatnonzero(decided == 0)  # explain each event from the view that decided
+        if len(by_event):
+            top[by_event] = self.top_features(features.take(by_event), nbrs[by_event], n_top=n_top)
         if window_fields is not None and n:
-            joined = _join_lists(window_fields)
-            top = np.where(decided == 1, joined, top)
+            by_window = np.flatnonzero(decided == 1)
+            top[by_window] = _join_lists(window_fields[by_window])
         out = pd.DataFrame(index=events.index)
         if "metadata.uid" in events.columns:
             out["event_uid"] = events["metadata.uid"].to_numpy()

@@ -11,8 +11,6 @@ surprising as the 1 % most surprising training values of that column". The event
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
@@ -83,7 +81,7 @@ class FieldSurpriseDetector(BaseDetector):
         rows = np.arange(n)
         if n > self.calibration_max:
             rows = np.sort(np.random.default_rng(self.seed).choice(n, size=int(self.calibration_max), replace=False))
-        sample = take_rows(features, rows)
+        sample = features.take(rows)
         raw = self.column_surprise(sample)
         self.median_ = np.median(raw, axis=0)
         self.scale_ = np.maximum(np.quantile(raw, 0.99, axis=0) - self.median_, float(self.min_scale))
@@ -100,8 +98,3 @@ class FieldSurpriseDetector(BaseDetector):
         order = np.argsort(-z, axis=1, kind="stable")[:, :k]
         names = np.asarray(self.columns_, dtype=object)
         return [list(row) for row in names[order]]
-
-
-def take_rows(features, rows: np.ndarray):
-    """Rows of an :class:`~obsad.features.EncodedFeatures` (a copy with the same names and sources)."""
-    return replace(features, numeric=features.numeric[rows], categorical=features.categorical[rows])

@@ -34,13 +34,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import scipy.sparse as sp
 from sklearn.utils.validation import check_is_fitted
 
 from ..features import values as V
 from ..features.text import template_array
 from .base import BaseDetector, max_by_group
 
-STATISTICS = ("embedding_shift", "field_shift", "rate")
+STATISTICS = ("embedding_shift", "field_shift", "rate", "drift")
 ENTITY_ROLES = ("ip", "high_cardinality")
 GROUPING_ROLES = ("categorical", "text")
 
@@ -55,8 +56,10 @@ class WindowView:
     mean: np.ndarray  # [E + 1, d]
     var: np.ndarray  # [E + 1, d]
     rate_mean: np.ndarray  # [E + 1] usual log(1 + events per active window)
-    median: np.ndarray | None = None  # [3] calibration per statistic
-    scale: np.ndarray | None = None  # [3]
+    median: np.ndarray | None = None  # [4] calibration per statistic (STATISTICS)
+    scale: np.ndarray | None = None  # [4]
+    inv_sd: np.ndarray | None = None  # [E + 1, d] float32 1 / sqrt(var), cached for scoring
+    mean32: np.ndarray | None = None  # [E + 1, d] float32 mean, cached for scoring
 
 
 @dataclass
@@ -70,7 +73,8 @@ class _Windows:
     start_ms: np.ndarray  # [n_windows]
     count: np.ndarray  # [n_windows]
     stats: np.ndarray  # [n_windows, 3]
-    top_field: np.ndarray  # [n_windows] index of the numeric field with the largest |t|
+    top_field: np.ndarray  # [n_windows] index of the numeric field with the strongest evidence
+    field_t: np.ndarray | None = None  # [n_windows, n_fields] evidence per numeric field: max(|t|, CUSUM)
 
 
 def time_column(encoder) -> tuple[str, str | None]:
@@ -89,33 +93,40 @@ def event_times(events: pd.DataFrame, column: str, unit: str | None = None) -> n
     return V.to_epoch_ms(events[column], unit=unit)[0]
 
 
-def _group_sums(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
-    """Per-group column sums of ``values`` ([n, d]) for integer ``group`` ids in ``0..n_groups-1`` (sort + reduceat)."""
-    out = np.zeros((n_groups, values.shape[1]), dtype=np.float64)
+def _group_sums(group: np.ndarray, values: np.ndarray, n_groups: int, rows: np.ndarray | None = None) -> np.ndarray:
+    """Per-group column sums: row ``i`` of ``values`` (or row ``rows[i]`` when given) is added to group ``group[i]``.
+
+    A sparse indicator matrix times ``values``: one pass, no sort, no copy of the selected rows (ten times
+    faster than sorting and ``reduceat``). The sums have the dtype of ``values``.
+    """
     if len(group) == 0:
-        return out
-    order = np.argsort(group, kind="stable")
-    g = group[order]
-    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-    out[g[starts]] = np.add.reduceat(values[order], starts, axis=0)
-    return out
+        return np.zeros((n_groups, values.shape[1]), dtype=values.dtype)
+    columns = np.arange(len(group)) if rows is None else rows
+    width = len(group) if rows is None else values.shape[0]
+    indicator = sp.csr_matrix((np.ones(len(group), dtype=values.dtype), (group, columns)), shape=(n_groups, width))
+    return np.asarray(indicator @ values)
 
 
-def _as_keys(series: pd.Series, template_masks: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
-    """Rows with a value and their entity key (str): integers without ``.0``, text as its template."""
+def _as_keys(series: pd.Series, template_masks: list[str] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows with a value, their entity code, and the entity key (str) of each code: integers without ``.0``,
+    text as its template. Keys are computed once per distinct value, not per row."""
     present = series.notna().to_numpy()
     rows = np.flatnonzero(present)
     values = series.iloc[rows] if len(rows) < len(series) else series
-    if pd.api.types.is_float_dtype(values.dtype):
-        x = values.to_numpy(dtype=np.float64)
+    codes, uniques = pd.factorize(values.to_numpy())
+    uniques = np.asarray(uniques, dtype=object)
+    if pd.api.types.is_float_dtype(values.dtype) and len(uniques):
+        x = uniques.astype(np.float64)
         whole = np.isfinite(x) & (x == np.round(x))
-        keys = np.where(whole, np.round(x).astype(np.int64).astype(str), x.astype(str)) if len(x) else x.astype(str)
+        keys = np.where(whole, np.round(np.where(whole, x, 0)).astype(np.int64).astype(str), x.astype(str))
     else:
-        keys = values.astype(str).to_numpy(dtype=object)
+        keys = uniques.astype(str)
     if template_masks is not None and len(keys):
         keys = template_array(pa.array(keys.astype(str), type=pa.string()), template_masks)[0]
-        keys = keys.to_numpy(zero_copy_only=False)
-    return rows, np.asarray(keys, dtype=object)
+        keys = np.asarray(keys.to_numpy(zero_copy_only=False), dtype=object)
+    keys = np.asarray(keys, dtype=object)
+    merged, distinct = pd.factorize(keys)  # templating can map several values to one key
+    return rows, merged[codes].astype(np.int64), np.asarray(distinct, dtype=object)
 
 
 class EntityWindowDetector(BaseDetector):
@@ -131,7 +142,8 @@ class EntityWindowDetector(BaseDetector):
     def __init__(self, encoder, n_embedding: int, field_names, window: str = "1h", min_distinct: int = 5,
                  max_distinct: int = 5000, max_entities: int = 20_000, prior_events: float = 20.0,
                  prior_windows: float = 5.0, min_var_ratio: float = 0.05, max_t: float = 50.0,
-                 max_weight: float = 25.0, threshold_percentile: float = 99.5):
+                 max_weight: float = 25.0, drift_smoothing: float = 0.2, drift_clip: float = 10.0,
+                 threshold_percentile: float = 99.5):
         self.encoder = encoder
         self.n_embedding = n_embedding
         self.field_names = field_names
@@ -144,6 +156,8 @@ class EntityWindowDetector(BaseDetector):
         self.min_var_ratio = min_var_ratio
         self.max_t = max_t
         self.max_weight = max_weight
+        self.drift_smoothing = drift_smoothing
+        self.drift_clip = drift_clip
         self.threshold_percentile = threshold_percentile
 
     # ------------------------------------------------------------------ choosing views and time
@@ -168,39 +182,82 @@ class EntityWindowDetector(BaseDetector):
     def _windows(self, view: WindowView, events: pd.DataFrame, vectors: np.ndarray, ms: np.ndarray,
                  fitting: bool = False) -> _Windows:
         if view.column in events.columns:
-            rows, keys = _as_keys(events[view.column], view.template_masks)
+            rows, codes, distinct = _as_keys(events[view.column], view.template_masks)
         else:
-            rows, keys = np.empty(0, dtype=np.int64), np.empty(0, dtype=object)
+            rows, codes, distinct = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, dtype=object)
         timed = ~np.isnan(ms[rows])
-        rows, keys = rows[timed], keys[timed]
+        rows, codes = rows[timed], codes[timed]
         win = np.floor(ms[rows] / self.window_ms_).astype(np.int64)
-        codes, _ = pd.factorize(keys)
         offset = win - (win.min() if len(win) else 0)
         pair_ids, window_of_row = np.unique(codes.astype(np.int64) * (1 << 32) + offset, return_inverse=True)
         n_windows = len(pair_ids)
         count = np.bincount(window_of_row, minlength=n_windows).astype(np.float64)
         first_row = np.full(n_windows, -1, dtype=np.int64)
         first_row[window_of_row[::-1]] = np.arange(len(rows))[::-1]
-        value = keys[first_row] if n_windows else np.empty(0, dtype=object)
+        value = distinct[codes[first_row]] if n_windows else np.empty(0, dtype=object)
         start = win[first_row] * self.window_ms_ if n_windows else np.empty(0, dtype=np.int64)
         if fitting:
             return _Windows(rows, window_of_row, np.empty(0, dtype=np.int64), value, start, count,
-                            np.empty((0, 3)), np.empty(0, dtype=np.int64))
+                            np.empty((0, len(STATISTICS))), np.empty(0, dtype=np.int64))
         entity = view.entities.get_indexer(pd.Index(value.astype(str))) if n_windows else np.empty(0, dtype=np.int64)
         entity = np.where(entity < 0, len(view.entities), entity)
-        mean = _group_sums(window_of_row, vectors[rows], n_windows) / np.maximum(count, 1.0)[:, None]
-        se = np.sqrt(view.var[entity] / np.minimum(count, float(self.max_weight))[:, None])
-        t = np.minimum(np.abs(mean - view.mean[entity]) / se, float(self.max_t))
+        mean = _group_sums(window_of_row, vectors, n_windows, rows=rows) / np.maximum(count, 1.0)[:, None]
+        signed = self._t(view, mean, entity, count)
+        t = np.abs(signed)
         d_emb = int(self.n_embedding)
         emb = np.sqrt(np.mean(t[:, :d_emb] ** 2, axis=1)) if d_emb else np.zeros(n_windows)
-        if t.shape[1] > d_emb:
-            top_field = np.argmax(t[:, d_emb:], axis=1)
-            field = t[np.arange(n_windows), d_emb + top_field]
+        field_t = t[:, d_emb:]
+        if field_t.shape[1]:
+            field = field_t.max(axis=1)
+            # windows are sorted by entity, then time (pair_ids): a CUSUM per entity over its windows
+            trend = self._drift(signed[:, d_emb:], pair_ids >> 32)
+            drift = trend.max(axis=1)
+            evidence = np.maximum(field_t, trend)
         else:
-            top_field, field = np.zeros(n_windows, dtype=np.int64), np.zeros(n_windows)
+            field, drift, evidence = np.zeros(n_windows), np.zeros(n_windows), field_t
         rate = np.log1p(count) - view.rate_mean[entity]
-        stats = np.stack([emb, field, rate], axis=1)
-        return _Windows(rows, window_of_row, entity, value, start, count, stats, top_field)
+        stats = np.stack([emb, field, rate, drift], axis=1)
+        top_field = np.argmax(evidence, axis=1) if evidence.shape[1] else np.zeros(n_windows, dtype=np.int64)
+        return _Windows(rows, window_of_row, entity, value, start, count, stats, top_field, evidence)
+
+    def _drift(self, signed: np.ndarray, group: np.ndarray) -> np.ndarray:
+        """Exponentially weighted mean of each field's ``t`` over each entity's consecutive windows, standardised
+        (``|EWMA| / sqrt(lambda / (2 - lambda))``), ``[n_windows, n_fields]``.
+
+        A shift of a few standard errors that persists window after window builds up, noise averages out, and a
+        single wild window (clipped at ``drift_clip``) is the field-shift statistic's business, not this one's;
+        ``lambda = drift_smoothing`` sets the memory (0.2: about five windows), so the evidence also fades once
+        an episode ends. Windows must be sorted by ``group`` (the entity), then time. Vectorised: one linear
+        filter over all windows, then each group's carry-over from the groups before it is removed exactly.
+        """
+        from scipy.signal import lfilter
+
+        n = signed.shape[0]
+        if n == 0:
+            return np.zeros_like(signed, dtype=np.float64)
+        lam = float(self.drift_smoothing)
+        if not 0.0 < lam <= 1.0:
+            raise ValueError(f"drift_smoothing must be in (0, 1], got {lam}")
+        x = np.clip(signed.astype(np.float64), -float(self.drift_clip), float(self.drift_clip))
+        ewma = lfilter([lam], [1.0, lam - 1.0], x, axis=0)  # z_k = (1 - lam) z_{k-1} + lam x_k
+        new = np.r_[True, group[1:] != group[:-1]]
+        start = np.maximum.accumulate(np.where(new, np.arange(n), 0))  # first window of each one's group
+        carried = np.where(start > 0, ewma[np.maximum(start - 1, 0)].T, 0.0).T  # state left by earlier groups
+        ewma -= carried * ((1.0 - lam) ** (np.arange(n) - start + 1))[:, None]
+        return np.abs(ewma) / np.sqrt(lam / (2.0 - lam))
+
+    def _t(self, view: WindowView, mean: np.ndarray, entity: np.ndarray, count: np.ndarray) -> np.ndarray:
+        """How many standard errors each window mean moved from its entity's baseline ``[n_windows, d]``, signed
+        and capped at ``max_t``; a window counts as at most ``max_weight`` events."""
+        if view.inv_sd is None:
+            view.inv_sd = (1.0 / np.sqrt(view.var)).astype(np.float32)
+            view.mean32 = view.mean.astype(np.float32)
+        weight = np.sqrt(np.minimum(count, float(self.max_weight))).astype(np.float32)[:, None]
+        t = mean.astype(np.float32, copy=False) - view.mean32[entity]
+        t *= view.inv_sd[entity]
+        t *= weight
+        cap = np.float32(self.max_t)
+        return np.clip(t, -cap, cap, out=t)
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y=None, calibration=None):
@@ -213,8 +270,8 @@ class EntityWindowDetector(BaseDetector):
             raise ValueError(f"window must be a positive duration, got {self.window!r}")
         chosen, self.time_column_, self.time_unit_ = self._choose()
         ms = self._times(events)
-        g_mean = vectors.mean(axis=0)
-        g_var = vectors.var(axis=0) + 1e-6
+        g_mean = vectors.mean(axis=0, dtype=np.float64)
+        g_var = vectors.var(axis=0, dtype=np.float64) + 1e-6
         prior = float(self.prior_events)
         self.views_: list[WindowView] = []
         for column, masks in chosen:
@@ -230,7 +287,7 @@ class EntityWindowDetector(BaseDetector):
             slot[keep] = np.arange(len(keep))
             row_slot = slot[codes]
             n_e = np.bincount(row_slot, minlength=len(keep) + 1).astype(np.float64)
-            x = vectors[w.rows]
+            x = vectors[w.rows].astype(np.float64)
             s1 = _group_sums(row_slot, x, len(keep) + 1)
             s2 = _group_sums(row_slot, x * x, len(keep) + 1)
             mean = (s1 + prior * g_mean) / (n_e + prior)[:, None]
@@ -257,8 +314,8 @@ class EntityWindowDetector(BaseDetector):
             stats = self._windows(view, cal_events, cal_vectors, cal_ms).stats
             if len(stats) < 20:  # too few later windows: calibrate on the training windows
                 stats = self._windows(view, events, vectors, ms).stats
-            med = np.median(stats, axis=0) if len(stats) else np.zeros(3)
-            q99 = np.quantile(stats, 0.99, axis=0) if len(stats) else np.ones(3)
+            med = np.median(stats, axis=0) if len(stats) else np.zeros(len(STATISTICS))
+            q99 = np.quantile(stats, 0.99, axis=0) if len(stats) else np.ones(len(STATISTICS))
             view.median, view.scale = med, np.maximum(q99 - med, 1e-6)
         self._calibrate(self._best(self._view_scores(cal_events, cal_vectors)[0]))
         return self
@@ -288,13 +345,13 @@ class EntityWindowDetector(BaseDetector):
         events, vectors = X
         if not isinstance(events, pd.DataFrame):
             raise TypeError(f"events must be a DataFrame, got {type(events).__name__}")
-        vectors = np.asarray(vectors, dtype=np.float64)
+        vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[0] != len(events):
             raise ValueError(f"vectors must be [n_events={len(events)}, d], got shape {vectors.shape}")
         if fitted and hasattr(self, "n_features_in_") and vectors.shape[1] != self.n_features_in_:
             raise ValueError(f"vectors have {vectors.shape[1]} dimensions, the detector was fitted on "
                              f"{self.n_features_in_}")
-        return events, vectors[:, self._kept_dims(vectors.shape[1])]
+        return events, np.ascontiguousarray(vectors[:, self._kept_dims(vectors.shape[1])])
 
     def view_scores(self, X) -> tuple[np.ndarray, list[_Windows]]:
         """Per-event score of each view ``[n, n_views]`` (``-inf`` where the event has no value) and the windows."""
@@ -370,12 +427,8 @@ class EntityWindowDetector(BaseDetector):
             codes[mine, 0] = view_code[j]
             if n_fields and len(field_code):
                 used, back = np.unique(win, return_inverse=True)  # only the windows some event is explained by
-                members = np.isin(w.window_of_row, used)
-                local = np.searchsorted(used, w.window_of_row[members])
-                mean = _group_sums(local, vectors[w.rows[members]], len(used)) / w.count[used][:, None]
-                weight = np.minimum(w.count[used], float(self.max_weight))[:, None]
-                t = np.abs(mean - view.mean[w.entity[used]]) / np.sqrt(view.var[w.entity[used]] / weight)
-                per_source = max_by_group(t[:, int(self.n_embedding):], field_group, len(field_code))
+                t = w.field_t[used]
+                per_source = max_by_group(t, field_group, len(field_code))
                 per_source[:, field_code == view_code[j]] = -np.inf  # the entity column is already named
                 k = min(int(n_fields), per_source.shape[1])
                 top = np.argsort(-per_source, axis=1, kind="stable")[:, :k]
@@ -395,7 +448,8 @@ class EntityWindowDetector(BaseDetector):
 
     # ------------------------------------------------------------------ persistence (JSON + arrays, no pickle)
     _PARAMS = ("n_embedding", "window", "min_distinct", "max_distinct", "max_entities", "prior_events",
-               "prior_windows", "min_var_ratio", "max_t", "max_weight", "threshold_percentile")
+               "prior_windows", "min_var_ratio", "max_t", "max_weight", "drift_smoothing", "drift_clip",
+               "threshold_percentile")
 
     def to_state(self, prefix: str = "window") -> tuple[dict, dict[str, np.ndarray]]:
         """The fitted detector as a JSON-able dict and named float/int arrays (for a model package)."""
@@ -431,8 +485,8 @@ class EntityWindowDetector(BaseDetector):
                  for name in ("mean", "var", "rate_mean", "median", "scale")}
             n_entities = len(v["entities"])
             if a["mean"].shape != (n_entities + 1, len(kept)) or a["var"].shape != a["mean"].shape \
-                    or a["rate_mean"].shape != (n_entities + 1,) or a["median"].shape != (3,) \
-                    or a["scale"].shape != (3,):
+                    or a["rate_mean"].shape != (n_entities + 1,) or a["median"].shape != (len(STATISTICS),) \
+                    or a["scale"].shape != (len(STATISTICS),):
                 raise ValueError(f"window view {i} ({v['column']}): arrays do not match its entities and fields")
             det.views_.append(WindowView(v["column"], v["template_masks"], pd.Index(v["entities"], dtype=object),
                                          a["mean"], a["var"], a["rate_mean"], a["median"], a["scale"]))

@@ -39,7 +39,7 @@ import logging
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -96,6 +96,10 @@ class EncodedFeatures:
     @property
     def feature_names(self) -> list[str]:
         return list(self.numeric_names) + list(self.categorical_names)
+
+    def take(self, rows) -> "EncodedFeatures":
+        """The given rows (indices or a boolean mask), with the same names, sources and report."""
+        return replace(self, numeric=self.numeric[rows], categorical=self.categorical[rows])
 
     def to_frame(self) -> pd.DataFrame:
         """All outputs side by side (numeric then categorical columns), for inspection."""
