@@ -133,3 +133,49 @@ def test_cli_user_errors(tmp_path):
     missing = _cli("score", "--model", tmp_path / "nope", "--events", tmp_path / "x.parquet",
                    "--out", tmp_path / "o.parquet", cwd=tmp_path)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
+
+
+@pytest.fixture(scope="module")
+def week():
+    """One organisation over a week: fit on its first 70 % (by time), score the rest."""
+    sim = simulate(n_events=20_000, days=7, seed=5, start="2026-03-04T00:00:00Z")
+    events, _ = load_events(sim.events)
+    order = np.argsort(events["time"].to_numpy(), kind="stable")
+    events = events.iloc[order].reset_index(drop=True)
+    cut = int(0.7 * len(events))
+    return sim, events.iloc[:cut].reset_index(drop=True), events.iloc[cut:].reset_index(drop=True)
+
+
+def test_window_view_flags_a_later_burst_and_names_its_fields(week):
+    import torch
+
+    sim, baseline, later = week
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        pipeline = fit_pipeline(baseline, epochs=1, seed=0, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    assert pipeline.views == ("event", "window") and pipeline.window is not None
+    out = pipeline.score(later)
+    labels = sim.labels.set_index("event_uid")
+    scenario = later["metadata.uid"].map(labels["scenario"]).fillna("").to_numpy()
+    burst = scenario == "brute_force"
+    assert burst.sum() >= 20  # the simulator puts a brute force in the last 15 % of the week
+    assert out["is_anomaly"].to_numpy()[burst].mean() >= 0.8
+    assert (out["view"].to_numpy()[burst] == "window").mean() >= 0.8
+    fields = set(sim.labels.loc[sim.labels["scenario"] == "brute_force", "fields"].iloc[0])
+    explained = [bool(set(t.split(", ")) & fields) for t in out["top_features"].to_numpy()[burst]]
+    assert np.mean(explained) >= 0.8
+    # ordinary later events: flagged far less often than the burst
+    assert out["is_anomaly"].to_numpy()[scenario == ""].mean() < 0.05
+
+
+def test_without_a_timestamp_there_is_no_window_view_and_scoring_still_works(week):
+    _, baseline, later = week
+    timeless = [c for c in baseline.columns if c in ("time", "time_dt", "start_time", "end_time")]
+    pipeline = fit_pipeline(baseline.drop(columns=timeless).iloc[:3000], epochs=1, seed=0, progress=False)
+    assert pipeline.window is None and pipeline.views == ("event",)
+    assert any("no window view" in w for w in pipeline.warnings)
+    out = pipeline.score(later.drop(columns=timeless).iloc[:500])
+    assert len(out) == 500 and (out["view"] == "event").all() and np.isfinite(out["score"]).all()

@@ -70,14 +70,32 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     events, report = load_events(args.events)
     print(report.summary())
     watch = Stopwatch()
-    pipeline = fit_pipeline(events, epochs=args.epochs, seed=args.seed, progress=not args.quiet)
+    window = None if args.window.lower() == "none" else args.window
+    if window is not None:
+        import pandas as pd
+
+        try:
+            if pd.Timedelta(window) <= pd.Timedelta(0):
+                raise ValueError("not positive")
+        except ValueError as exc:
+            raise UserError(f"--window {args.window!r} is not a positive duration like 1h or 30min ({exc})") from exc
+    try:
+        pipeline = fit_pipeline(events, epochs=args.epochs, seed=args.seed, progress=not args.quiet, window=window)
+    except ValueError as exc:  # too few events, nothing usable in them
+        raise UserError(str(exc)) from exc
     path = pipeline.save(args.out)
     state = pipeline.detector_state
-    print(f"fitted on {len(events):,} events: {pipeline.config['n_numeric']} numeric and "
-          f"{pipeline.config['n_categorical']} categorical features, {pipeline.config['train_config']['epochs']} "
-          f"epochs in {watch.seconds:.1f} s")
-    print(f"threshold {state['threshold_']:.4g} ({state['threshold_percentile']}th percentile of training scores); "
-          f"{state['share_above_threshold']:.2%} of training events above it")
+    config = pipeline.config
+    print(f"fitted on {len(events):,} events: {config['n_numeric']} numeric and {config['n_categorical']} "
+          f"categorical features, {config['train_config']['epochs']} epochs in {watch.seconds:.1f} s")
+    views = "event view (k-NN over {:,} reference events, {} index)".format(state["n_reference"], state["index"])
+    if pipeline.window is not None:
+        views += f" + window view ({len(pipeline.window.views_)} entity columns, {pipeline.window.window} windows)"
+    print(f"views: {views}")
+    for warning in pipeline.warnings:
+        print(f"note: {warning}")
+    print(f"threshold {pipeline.threshold:.4g}: the {pipeline.combiner.threshold_percentile}th percentile of the "
+          f"scores of the latest {config['calibration_events']:,} events")
     print(f"wrote model package {path}")
     return 0
 
@@ -100,7 +118,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
     write_parquet(scores, args.out)
     flagged = int(scores["is_anomaly"].sum())
     share = flagged / max(len(scores), 1)
-    print(f"scored {len(scores):,} events: {flagged:,} above the threshold ({share:.2%})")
+    by_view = scores.loc[scores["is_anomaly"], "view"].value_counts()
+    detail = ", ".join(f"{n:,} by the {view} view" for view, n in by_view.items())
+    print(f"scored {len(scores):,} events: {flagged:,} above the threshold ({share:.2%}){': ' + detail if detail else ''}")
     print(f"wrote {args.out}")
     return 0
 
@@ -132,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--epochs", type=_positive_int, default=None,
                      help="training epochs (default: about 300 optimisation steps)")
     fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    fit.add_argument("--window", default="1h",
+                     help="window length of the window view (entities over time), e.g. 30min, 1h; 'none' to "
+                          "score events one by one only (default 1h)")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
     fit.set_defaults(run=_cmd_fit)
 

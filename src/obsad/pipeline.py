@@ -153,10 +153,10 @@ class FittedPipeline:
             by_window = np.flatnonzero(decided == 1)
             top[by_window] = _join_lists(window_fields[by_window])
         out = pd.DataFrame(index=events.index)
-        if "metadata.uid" in events.columns:
-            out["event_uid"] = events["metadata.uid"].to_numpy()
+        if "metadata.uid" in events.columns:  # the columns themselves (same index): no per-value conversion
+            out["event_uid"] = events["metadata.uid"]
         if "time" in events.columns:
-            out["time"] = events["time"].to_numpy()
+            out["time"] = events["time"]
         out["score"] = scores
         out["percentile"] = self.combiner.percentile_of(scores) if n else np.empty(0)
         out["is_anomaly"] = scores > self.combiner.threshold_
