@@ -179,3 +179,15 @@ def test_without_a_timestamp_there_is_no_window_view_and_scoring_still_works(wee
     assert any("no window view" in w for w in pipeline.warnings)
     out = pipeline.score(later.drop(columns=timeless).iloc[:500])
     assert len(out) == 500 and (out["view"] == "event").all() and np.isfinite(out["score"]).all()
+
+
+def test_similar_events_finds_a_reference_event_itself_and_score_events_reads_records(fitted, sims):
+    pipeline, _, _ = fitted
+    reference = pipeline.reference
+    distance, rows = pipeline.similar_events(reference.iloc[[7, 42]], n=3)
+    assert rows.shape == (2, 3) and (np.diff(distance, axis=1) >= -1e-9).all()
+    # the exact index returns the event itself (or an identical twin) first
+    assert distance[0, 0] < 1e-5 and distance[1, 0] < 1e-5
+    records = to_nested(sims[1].events.iloc[:50])
+    scores, report = pipeline.score_events(records)
+    assert len(scores) == 50 and report.n_loaded == 50

@@ -164,6 +164,20 @@ class FittedPipeline:
         out["top_features"] = np.asarray(top, dtype=object) if n else np.empty(0, dtype=object)
         return out
 
+    def score_events(self, source, **load_options) -> tuple[pd.DataFrame, object]:
+        """Raw OCSF events in any form :func:`obsad.ocsf.load_events` reads (a file, records, a frame) -> the
+        scores table and the load report (what was malformed, coerced or dropped, and why)."""
+        from .ocsf import load_events
+
+        events, report = load_events(source, **load_options)
+        return self.score(events), report
+
+    def similar_events(self, events: pd.DataFrame, n: int = 5) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n`` nearest reference (training) events of each event: distances ``[m, n]`` (ascending, in the
+        event view's metric) and row positions in :attr:`reference` (-1 where fewer were found)."""
+        z = self.embed(self.encoder.transform(events))
+        return self.detector.kneighbors(z, k=int(n))
+
     def top_features(self, features, neighbours: np.ndarray, *, n_top: int = 3) -> np.ndarray:
         """The ``n_top`` raw source columns on which each event differs most from its reference neighbours,
         as one comma-separated string per event."""

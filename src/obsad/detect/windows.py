@@ -189,7 +189,13 @@ class EntityWindowDetector(BaseDetector):
         rows, codes = rows[timed], codes[timed]
         win = np.floor(ms[rows] / self.window_ms_).astype(np.int64)
         offset = win - (win.min() if len(win) else 0)
-        pair_ids, window_of_row = np.unique(codes.astype(np.int64) * (1 << 32) + offset, return_inverse=True)
+        # windows = distinct (entity, window) pairs, numbered in (entity, time) order: hash, then sort the pairs
+        found, distinct_pairs = pd.factorize(codes.astype(np.int64) * (1 << 32) + offset)
+        order = np.argsort(distinct_pairs, kind="stable")
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        pair_ids = np.asarray(distinct_pairs)[order]
+        window_of_row = rank[found]
         n_windows = len(pair_ids)
         count = np.bincount(window_of_row, minlength=n_windows).astype(np.float64)
         first_row = np.full(n_windows, -1, dtype=np.int64)
@@ -426,7 +432,10 @@ class EntityWindowDetector(BaseDetector):
             statistic[mine] = np.asarray(STATISTICS, dtype=object)[np.argmax(z, axis=1)]
             codes[mine, 0] = view_code[j]
             if n_fields and len(field_code):
-                used, back = np.unique(win, return_inverse=True)  # only the windows some event is explained by
+                needed = np.zeros(len(w.count), dtype=bool)  # only the windows some event is explained by
+                needed[win] = True
+                used = np.flatnonzero(needed)
+                back = (np.cumsum(needed) - 1)[win]
                 t = w.field_t[used]
                 per_source = max_by_group(t, field_group, len(field_code))
                 per_source[:, field_code == view_code[j]] = -np.inf  # the entity column is already named
