@@ -523,3 +523,32 @@ def test_combiner_shape_errors():
         comb.score_samples(np.zeros(4))
     with pytest.raises(ValueError, match=r"\[n, 2\]"):
         comb.member_z(np.zeros((4, 1)))
+
+
+def test_a_burst_inside_the_training_data_still_stands_out_when_the_training_data_is_scored(window_data):
+    """Scoring the baseline itself: each training hour is compared with the rest of its entity's history.
+
+    The burst comes from a user seen nowhere else, so with its own hour left out its baseline is the population's;
+    (without that, only the shrinkage towards the population would keep its hour from defining its own normal)."""
+    d = window_data
+    burst_hour = DAY0 + pd.Timedelta("1D") + pd.Timedelta("10h")
+    rng = np.random.default_rng(21)
+    base = d["train"]
+    burst = pd.DataFrame({
+        "time": burst_hour + pd.to_timedelta(rng.uniform(0, 3600, 150), unit="s"),
+        "user": "intruder",
+        "action": rng.choice(ACTIONS, 150, p=ACTION_P),
+        "latency": rng.lognormal(3.0, 0.3, 150),
+    })
+    train = pd.concat([base, burst], ignore_index=True)
+    is_burst = np.r_[np.zeros(len(base), dtype=bool), np.ones(150, dtype=bool)]
+    v_train = _vectors(d["encoder"], train, 22)
+    det = EntityWindowDetector(d["encoder"], n_embedding=N_EMB, field_names=d["names"], window="1h",
+                               threshold_percentile=95.0)
+    det.fit((train, v_train), calibration=(d["cal"], d["v_cal"]))
+    scores = det.score_samples((train, v_train))
+    assert scores[is_burst].min() > scores[~is_burst].max()
+    assert det.predict((train, v_train))[is_burst].all()
+    # the rebuilt detector (JSON + arrays) scores identically, leave-one-out included
+    rebuilt = EntityWindowDetector.from_state(d["encoder"], *det.to_state())
+    np.testing.assert_array_equal(rebuilt.score_samples((train, v_train)), scores)

@@ -42,6 +42,7 @@ from ..features.text import template_array
 from .base import BaseDetector, max_by_group
 
 STATISTICS = ("embedding_shift", "field_shift", "rate", "drift")
+_MEMORY = ("n", "s1", "s2", "lc_sum", "n_win", "g_lc", "train_keys", "train_counts")
 ENTITY_ROLES = ("ip", "high_cardinality")
 GROUPING_ROLES = ("categorical", "text")
 
@@ -60,6 +61,15 @@ class WindowView:
     scale: np.ndarray | None = None  # [4]
     inv_sd: np.ndarray | None = None  # [E + 1, d] float32 1 / sqrt(var), cached for scoring
     mean32: np.ndarray | None = None  # [E + 1, d] float32 mean, cached for scoring
+    memory: dict | None = None  # the training sums and windows, to leave a training window out of its baseline
+
+
+@dataclass
+class _Population:
+    """What an entity's baseline is shrunk towards, and the floor of its variance."""
+
+    mean: np.ndarray  # [d]
+    var: np.ndarray  # [d]
 
 
 @dataclass
@@ -208,7 +218,8 @@ class EntityWindowDetector(BaseDetector):
         entity = view.entities.get_indexer(pd.Index(value.astype(str))) if n_windows else np.empty(0, dtype=np.int64)
         entity = np.where(entity < 0, len(view.entities), entity)
         mean = _group_sums(window_of_row, vectors, n_windows, rows=rows) / np.maximum(count, 1.0)[:, None]
-        signed = self._t(view, mean, entity, count)
+        base_mean, base_inv_sd, rate_mean = self._baselines(view, entity, start, count, window_of_row, rows, vectors)
+        signed = self._t(mean, base_mean, base_inv_sd, count)
         t = np.abs(signed)
         d_emb = int(self.n_embedding)
         emb = np.sqrt(np.mean(t[:, :d_emb] ** 2, axis=1)) if d_emb else np.zeros(n_windows)
@@ -221,7 +232,7 @@ class EntityWindowDetector(BaseDetector):
             evidence = np.maximum(field_t, trend)
         else:
             field, drift, evidence = np.zeros(n_windows), np.zeros(n_windows), field_t
-        rate = np.log1p(count) - view.rate_mean[entity]
+        rate = np.log1p(count) - rate_mean
         stats = np.stack([emb, field, rate, drift], axis=1)
         top_field = np.argmax(evidence, axis=1) if evidence.shape[1] else np.zeros(n_windows, dtype=np.int64)
         return _Windows(rows, window_of_row, entity, value, start, count, stats, top_field, evidence)
@@ -252,15 +263,58 @@ class EntityWindowDetector(BaseDetector):
         ewma -= carried * ((1.0 - lam) ** (np.arange(n) - start + 1))[:, None]
         return np.abs(ewma) / np.sqrt(lam / (2.0 - lam))
 
-    def _t(self, view: WindowView, mean: np.ndarray, entity: np.ndarray, count: np.ndarray) -> np.ndarray:
-        """How many standard errors each window mean moved from its entity's baseline ``[n_windows, d]``, signed
-        and capped at ``max_t``; a window counts as at most ``max_weight`` events."""
+    def _baselines(self, view: WindowView, entity: np.ndarray, start: np.ndarray, count: np.ndarray,
+                   window_of_row: np.ndarray, rows: np.ndarray, vectors: np.ndarray):
+        """Each window's baseline: its entity's mean, 1/sd (float32) and usual log-rate, with the window itself
+        left out when it is one of the training windows (same entity, same hour, same number of events).
+
+        Scoring the baseline's own events then compares each hour with the *rest* of the entity's history, as
+        for new data: a brute force whose address was never seen elsewhere is compared with the population, not
+        with itself.
+        """
         if view.inv_sd is None:
             view.inv_sd = (1.0 / np.sqrt(view.var)).astype(np.float32)
             view.mean32 = view.mean.astype(np.float32)
+        base_mean, base_inv_sd = view.mean32[entity], view.inv_sd[entity]
+        rate_mean = view.rate_mean[entity]
+        memory = view.memory
+        if memory is None or not len(entity) or not len(memory["train_keys"]):
+            return base_mean, base_inv_sd, rate_mean
+        key = entity.astype(np.int64) * (1 << 32) + np.round(start / self.window_ms_).astype(np.int64)
+        keys = memory["train_keys"]
+        pos = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
+        own = (keys[pos] == key) & (memory["train_counts"][pos] == count) & (entity < len(view.entities))
+        if not own.any():
+            return base_mean, base_inv_sd, rate_mean
+        m = np.flatnonzero(own)
+        local = np.full(len(count), -1, dtype=np.int64)
+        local[m] = np.arange(len(m))
+        mine = local[window_of_row] >= 0
+        x = vectors[rows[mine]].astype(np.float64)
+        s1_w = _group_sums(local[window_of_row][mine], x, len(m))
+        s2_w = _group_sums(local[window_of_row][mine], x * x, len(m))
+        e = entity[m]
+        prior = float(self.prior_events)
+        pop = self.population_
+        n = np.maximum(memory["n"][e] - count[m], 0.0)
+        mean_loo = (memory["s1"][e] - s1_w + prior * pop.mean) / (n + prior)[:, None]
+        var_loo = (memory["s2"][e] - s2_w + prior * (pop.var + pop.mean ** 2)) / (n + prior)[:, None] - mean_loo ** 2
+        var_loo = np.maximum(var_loo, float(self.min_var_ratio) * pop.var) + 1e-6
+        base_mean, base_inv_sd = base_mean.copy(), base_inv_sd.copy()
+        base_mean[m] = mean_loo.astype(np.float32)
+        base_inv_sd[m] = (1.0 / np.sqrt(var_loo)).astype(np.float32)
+        prior_w = float(self.prior_windows)
+        rate_mean = rate_mean.copy()
+        rate_mean[m] = ((memory["lc_sum"][e] - np.log1p(count[m]) + prior_w * memory["g_lc"][0])
+                        / (memory["n_win"][e] - 1.0 + prior_w))
+        return base_mean, base_inv_sd, rate_mean
+
+    def _t(self, mean: np.ndarray, base_mean: np.ndarray, base_inv_sd: np.ndarray, count: np.ndarray) -> np.ndarray:
+        """How many standard errors each window mean moved from its baseline ``[n_windows, d]``, signed and capped
+        at ``max_t``; a window counts as at most ``max_weight`` events."""
         weight = np.sqrt(np.minimum(count, float(self.max_weight))).astype(np.float32)[:, None]
-        t = mean.astype(np.float32, copy=False) - view.mean32[entity]
-        t *= view.inv_sd[entity]
+        t = mean.astype(np.float32, copy=False) - base_mean
+        t *= base_inv_sd
         t *= weight
         cap = np.float32(self.max_t)
         return np.clip(t, -cap, cap, out=t)
@@ -278,6 +332,7 @@ class EntityWindowDetector(BaseDetector):
         ms = self._times(events)
         g_mean = vectors.mean(axis=0, dtype=np.float64)
         g_var = vectors.var(axis=0, dtype=np.float64) + 1e-6
+        self.population_ = _Population(g_mean, g_var)
         prior = float(self.prior_events)
         self.views_: list[WindowView] = []
         for column, masks in chosen:
@@ -308,7 +363,12 @@ class EntityWindowDetector(BaseDetector):
             rate_mean = (lc_sum + float(self.prior_windows) * g_lc) / (n_win + float(self.prior_windows))
             rate_mean[-1] = g_lc
             entities = pd.Index(np.asarray(uniques, dtype=object)[keep].astype(str), dtype=object)
-            self.views_.append(WindowView(column, masks, entities, mean, var, rate_mean))
+            window_key = win_slot.astype(np.int64) * (1 << 32) + np.round(w.start_ms / self.window_ms_).astype(np.int64)
+            order = np.argsort(window_key, kind="stable")
+            memory = {"n": n_e, "s1": s1, "s2": s2, "lc_sum": lc_sum, "n_win": n_win.astype(np.float64),
+                      "g_lc": np.array([g_lc]), "train_keys": window_key[order],
+                      "train_counts": w.count[order].astype(np.int64)}
+            self.views_.append(WindowView(column, masks, entities, mean, var, rate_mean, memory=memory))
         if not self.views_:
             raise ValueError("no entity column with values: nothing to group events by")
         self.n_features_in_ = int(self.n_embedding) + len(self.field_names)
@@ -472,10 +532,13 @@ class EntityWindowDetector(BaseDetector):
             "views": [{"column": v.column, "template_masks": v.template_masks, "entities": list(v.entities)}
                       for v in self.views_],
         }
-        arrays = {f"{prefix}/train_scores_sorted": np.asarray(self.train_scores_, dtype=np.float64)}
+        arrays = {f"{prefix}/train_scores_sorted": np.asarray(self.train_scores_, dtype=np.float64),
+                  f"{prefix}/population_mean": self.population_.mean, f"{prefix}/population_var": self.population_.var}
         for i, v in enumerate(self.views_):
             for name in ("mean", "var", "rate_mean", "median", "scale"):
                 arrays[f"{prefix}/{i}/{name}"] = np.ascontiguousarray(getattr(v, name), dtype=np.float64)
+            for name in _MEMORY:
+                arrays[f"{prefix}/{i}/memory/{name}"] = np.ascontiguousarray(v.memory[name])
         return state, arrays
 
     @classmethod
@@ -497,8 +560,15 @@ class EntityWindowDetector(BaseDetector):
                     or a["rate_mean"].shape != (n_entities + 1,) or a["median"].shape != (len(STATISTICS),) \
                     or a["scale"].shape != (len(STATISTICS),):
                 raise ValueError(f"window view {i} ({v['column']}): arrays do not match its entities and fields")
+            memory = {name: np.asarray(arrays[f"{prefix}/{i}/memory/{name}"]) for name in _MEMORY}
+            if memory["s1"].shape != a["mean"].shape or memory["s2"].shape != a["mean"].shape \
+                    or memory["train_keys"].shape != memory["train_counts"].shape:
+                raise ValueError(f"window view {i} ({v['column']}): training sums do not match its baselines")
             det.views_.append(WindowView(v["column"], v["template_masks"], pd.Index(v["entities"], dtype=object),
-                                         a["mean"], a["var"], a["rate_mean"], a["median"], a["scale"]))
+                                         a["mean"], a["var"], a["rate_mean"], a["median"], a["scale"],
+                                         memory=memory))
+        det.population_ = _Population(np.asarray(arrays[f"{prefix}/population_mean"], dtype=np.float64),
+                                      np.asarray(arrays[f"{prefix}/population_var"], dtype=np.float64))
         det.train_scores_ = np.sort(np.asarray(arrays[f"{prefix}/train_scores_sorted"], dtype=np.float64))
         det.threshold_ = float(state["threshold_"])
         return det
