@@ -56,10 +56,11 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         pipeline = fit_pipeline(fit_events, progress=False)
         fit_seconds = time.perf_counter() - t
+        train_seconds = pipeline.timings["train_seconds"]
         pipeline.save(root / "model")
         pipeline = load_pipeline(root / "model")
         print(f"fit on {len(fit_events):,} events: {fit_seconds:.1f} s "
-              f"(training {pipeline.config['train_seconds']:.1f} s); views: {', '.join(pipeline.views)}; "
+              f"(training {train_seconds:.1f} s); views: {', '.join(pipeline.views)}; "
               f"k-NN index: {pipeline.detector_state['index']} over {pipeline.detector_state['n_reference']:,}")
 
         best, out = np.inf, None

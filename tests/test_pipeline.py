@@ -191,3 +191,13 @@ def test_similar_events_finds_a_reference_event_itself_and_score_events_reads_re
     records = to_nested(sims[1].events.iloc[:50])
     scores, report = pipeline.score_events(records)
     assert len(scores) == 50 and report.n_loaded == 50
+
+
+def test_same_seed_same_package_bytes(week, tmp_path):
+    """Determinism: fitting twice with one seed writes byte-identical package files (no timings, no clocks)."""
+    _, baseline, _ = week
+    manifests = []
+    for name in ("a", "b"):
+        path = fit_pipeline(baseline.iloc[:4000], epochs=1, seed=3, progress=False).save(tmp_path / name)
+        manifests.append(json.loads((path / "manifest.json").read_text())["files"])
+    assert manifests[0] == manifests[1]

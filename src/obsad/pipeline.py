@@ -93,6 +93,7 @@ class FittedPipeline:
     window: EntityWindowDetector | None = None
     path: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # wall-clock seconds; never saved (packages are deterministic)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -298,15 +299,15 @@ def fit_pipeline(
     train_config = TrainConfig(epochs=n_epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress,
                                device=device)
     history = Trainer(objective, train_config, name="obsad fit").fit(features)
+    train_seconds = float(watch.seconds)
     training = {
         "protected_categorical": protected,
         "train_config": train_config.to_dict(),
         "train_steps": int(history.steps.shape[0]) if hasattr(history, "steps") else None,
-        "train_seconds": float(watch.seconds),
     }
     fitted = assemble_pipeline(events, encoder, objective.cpu().eval(), features=features, seed=seed,
                                training=training, **detector_options)
-    fitted.config["fit_seconds"] = float(watch.seconds)
+    fitted.timings.update(train_seconds=train_seconds, fit_seconds=float(watch.seconds))
     return fitted
 
 
@@ -398,13 +399,12 @@ def assemble_pipeline(
         "views": ["event", "window"] if window_detector is not None else ["event"],
         "window": window if window_detector is not None else None,
         "calibration_events": int(late.sum()),
-        "assemble_seconds": float(watch.seconds),
         "training_fingerprint": fingerprint_frame(events),
     }
     reference = events.iloc[rows].reset_index(drop=True)
     return FittedPipeline(encoder=encoder, objective=objective, detector=detector, detector_state=detector_state,
                           arrays=arrays, reference=reference, config=config, combiner=combiner,
-                          window=window_detector, warnings=warnings)
+                          window=window_detector, warnings=warnings, timings={"assemble_seconds": float(watch.seconds)})
 
 
 def _fit_window_view(events: pd.DataFrame, encoder: FeatureEncoder, features, z: np.ndarray, *, window: str | None,
