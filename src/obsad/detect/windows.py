@@ -16,12 +16,17 @@ event the score of the most unusual window it belongs to.
 - **Window statistics.** For a window of ``n`` events of entity ``e`` with mean vector ``m``, per dimension
   ``t = (m - mean_e) / sqrt(var_e / min(n, max_weight))`` (how many standard errors the window's mean moved;
   beyond ``max_weight`` events a window counts as ``max_weight``, so a busy window's tiny drift is not
-  "significant"), capped at ``max_t``: *embedding shift* (root-mean-square ``t`` over the embedding), *field shift* (largest ``|t|`` over
-  the numeric fields; the field is the explanation), and *rate* (``log(1 + n)`` minus the entity's usual).
+  "significant"), capped at ``max_t``. Four statistics: *embedding shift* (root-mean-square ``t`` over the
+  embedding), *field shift* (largest ``|t|`` over the numeric fields; the field is the explanation), *rate*
+  (``log(1 + n)`` minus the entity's usual) and *drift* (per field, the EWMA of the signed ``t`` over the
+  entity's consecutive windows, standardised: a small shift that persists hour after hour).
 - **Calibration.** Each statistic of each view becomes ``z = (s - median) / (q99 - median)`` over calibration
   windows (a later, held-out period when given: the baselines' own training windows would look too normal); a
   window's score is its largest ``z``, an event's score the largest over its views. The threshold is a
   percentile of calibration events' scores.
+- **Scoring the training events again** (one file both fitted on and scored): a training hour is recognised
+  (same entity, same hour, same number of events) and compared with its entity's history *without itself*,
+  from the stored sums.
 
 The scored batch must hold whole windows: score a day's file, not a handful of events (streaming would keep a
 rolling buffer per window).
@@ -83,8 +88,7 @@ class _Windows:
     start_ms: np.ndarray  # [n_windows]
     count: np.ndarray  # [n_windows]
     stats: np.ndarray  # [n_windows, 3]
-    top_field: np.ndarray  # [n_windows] index of the numeric field with the strongest evidence
-    field_t: np.ndarray | None = None  # [n_windows, n_fields] evidence per numeric field: max(|t|, CUSUM)
+    field_t: np.ndarray | None = None  # [n_windows, n_fields] evidence per numeric field: max(|t|, drift)
 
 
 def time_column(encoder) -> tuple[str, str | None]:
@@ -214,7 +218,7 @@ class EntityWindowDetector(BaseDetector):
         start = win[first_row] * self.window_ms_ if n_windows else np.empty(0, dtype=np.int64)
         if fitting:
             return _Windows(rows, window_of_row, np.empty(0, dtype=np.int64), value, start, count,
-                            np.empty((0, len(STATISTICS))), np.empty(0, dtype=np.int64))
+                            np.empty((0, len(STATISTICS))))
         entity = view.entities.get_indexer(pd.Index(value.astype(str))) if n_windows else np.empty(0, dtype=np.int64)
         entity = np.where(entity < 0, len(view.entities), entity)
         mean = _group_sums(window_of_row, vectors, n_windows, rows=rows) / np.maximum(count, 1.0)[:, None]
@@ -234,8 +238,7 @@ class EntityWindowDetector(BaseDetector):
             field, drift, evidence = np.zeros(n_windows), np.zeros(n_windows), field_t
         rate = np.log1p(count) - rate_mean
         stats = np.stack([emb, field, rate, drift], axis=1)
-        top_field = np.argmax(evidence, axis=1) if evidence.shape[1] else np.zeros(n_windows, dtype=np.int64)
-        return _Windows(rows, window_of_row, entity, value, start, count, stats, top_field, evidence)
+        return _Windows(rows, window_of_row, entity, value, start, count, stats, evidence)
 
     def _drift(self, signed: np.ndarray, group: np.ndarray) -> np.ndarray:
         """Exponentially weighted mean of each field's ``t`` over each entity's consecutive windows, standardised
