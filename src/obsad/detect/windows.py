@@ -154,7 +154,7 @@ class EntityWindowDetector(BaseDetector):
     """
 
     def __init__(self, encoder, n_embedding: int, field_names, window: str = "1h", min_distinct: int = 5,
-                 max_distinct: int = 5000, max_entities: int = 20_000, prior_events: float = 20.0,
+                 max_distinct: int = 5000, max_entities: int = 5_000, prior_events: float = 20.0,
                  prior_windows: float = 5.0, min_var_ratio: float = 0.05, max_t: float = 50.0,
                  max_weight: float = 25.0, drift_smoothing: float = 0.2, drift_clip: float = 10.0,
                  threshold_percentile: float = 99.5):
@@ -336,7 +336,6 @@ class EntityWindowDetector(BaseDetector):
         g_mean = vectors.mean(axis=0, dtype=np.float64)
         g_var = vectors.var(axis=0, dtype=np.float64) + 1e-6
         self.population_ = _Population(g_mean, g_var)
-        prior = float(self.prior_events)
         self.views_: list[WindowView] = []
         for column, masks in chosen:
             view = WindowView(column, masks, pd.Index([], dtype=object), g_mean[None], g_var[None], np.zeros(1))
@@ -354,24 +353,18 @@ class EntityWindowDetector(BaseDetector):
             x = vectors[w.rows].astype(np.float64)
             s1 = _group_sums(row_slot, x, len(keep) + 1)
             s2 = _group_sums(row_slot, x * x, len(keep) + 1)
-            mean = (s1 + prior * g_mean) / (n_e + prior)[:, None]
-            var = (s2 + prior * (g_var + g_mean ** 2)) / (n_e + prior)[:, None] - mean ** 2
-            var = np.maximum(var, float(self.min_var_ratio) * g_var) + 1e-6
-            mean[-1], var[-1] = g_mean, g_var  # the population row, for entities never (or rarely) seen
             lc = np.log1p(w.count)
             win_slot = slot[pd.Index(uniques).get_indexer(pd.Index(w.value.astype(object)))]
             g_lc = float(lc.mean())
             lc_sum = np.bincount(win_slot, weights=lc, minlength=len(keep) + 1)
             n_win = np.bincount(win_slot, minlength=len(keep) + 1)
-            rate_mean = (lc_sum + float(self.prior_windows) * g_lc) / (n_win + float(self.prior_windows))
-            rate_mean[-1] = g_lc
             entities = pd.Index(np.asarray(uniques, dtype=object)[keep].astype(str), dtype=object)
             window_key = win_slot.astype(np.int64) * (1 << 32) + np.round(w.start_ms / self.window_ms_).astype(np.int64)
             order = np.argsort(window_key, kind="stable")
             memory = {"n": n_e, "s1": s1, "s2": s2, "lc_sum": lc_sum, "n_win": n_win.astype(np.float64),
                       "g_lc": np.array([g_lc]), "train_keys": window_key[order],
                       "train_counts": w.count[order].astype(np.int64)}
-            self.views_.append(WindowView(column, masks, entities, mean, var, rate_mean, memory=memory))
+            self.views_.append(self._view_from_sums(column, masks, entities, memory))
         if not self.views_:
             raise ValueError("no entity column with values: nothing to group events by")
         self.n_features_in_ = int(self.n_embedding) + len(self.field_names)
@@ -394,6 +387,21 @@ class EntityWindowDetector(BaseDetector):
         return self.training_scores_
 
     # ------------------------------------------------------------------ score / explain
+    def _view_from_sums(self, column: str, masks, entities: pd.Index, memory: dict) -> WindowView:
+        """A view's baselines from its training sums: per entity, mean and variance shrunk towards the population
+        with ``prior_events`` pseudo-events (variance floored at ``min_var_ratio`` of the population's), and the
+        usual log-rate shrunk with ``prior_windows``; the last row is the population itself (unseen entities)."""
+        pop, prior, prior_w = self.population_, float(self.prior_events), float(self.prior_windows)
+        n = memory["n"]
+        mean = (memory["s1"] + prior * pop.mean) / (n + prior)[:, None]
+        var = (memory["s2"] + prior * (pop.var + pop.mean ** 2)) / (n + prior)[:, None] - mean ** 2
+        var = np.maximum(var, float(self.min_var_ratio) * pop.var) + 1e-6
+        mean[-1], var[-1] = pop.mean, pop.var
+        g_lc = float(memory["g_lc"][0])
+        rate_mean = (memory["lc_sum"] + prior_w * g_lc) / (memory["n_win"] + prior_w)
+        rate_mean[-1] = g_lc
+        return WindowView(column, masks, entities, mean, var, rate_mean, memory=memory)
+
     def _kept_dims(self, d: int) -> np.ndarray:
         """Dimensions used: the embedding and every numeric field except those derived from a timestamp.
 
@@ -538,7 +546,7 @@ class EntityWindowDetector(BaseDetector):
         arrays = {f"{prefix}/train_scores_sorted": np.asarray(self.train_scores_, dtype=np.float64),
                   f"{prefix}/population_mean": self.population_.mean, f"{prefix}/population_var": self.population_.var}
         for i, v in enumerate(self.views_):
-            for name in ("mean", "var", "rate_mean", "median", "scale"):
+            for name in ("median", "scale"):
                 arrays[f"{prefix}/{i}/{name}"] = np.ascontiguousarray(getattr(v, name), dtype=np.float64)
             for name in _MEMORY:
                 arrays[f"{prefix}/{i}/memory/{name}"] = np.ascontiguousarray(v.memory[name])
@@ -554,24 +562,25 @@ class EntityWindowDetector(BaseDetector):
         det.n_features_in_ = int(det.n_embedding) + len(det.field_names)
         kept = det._kept_dims(det.n_features_in_)
         det.fields_ = [det.field_names[i - int(det.n_embedding)] for i in kept[int(det.n_embedding):]]
-        det.views_ = []
-        for i, v in enumerate(state["views"]):
-            a = {name: np.asarray(arrays[f"{prefix}/{i}/{name}"], dtype=np.float64)
-                 for name in ("mean", "var", "rate_mean", "median", "scale")}
-            n_entities = len(v["entities"])
-            if a["mean"].shape != (n_entities + 1, len(kept)) or a["var"].shape != a["mean"].shape \
-                    or a["rate_mean"].shape != (n_entities + 1,) or a["median"].shape != (len(STATISTICS),) \
-                    or a["scale"].shape != (len(STATISTICS),):
-                raise ValueError(f"window view {i} ({v['column']}): arrays do not match its entities and fields")
-            memory = {name: np.asarray(arrays[f"{prefix}/{i}/memory/{name}"]) for name in _MEMORY}
-            if memory["s1"].shape != a["mean"].shape or memory["s2"].shape != a["mean"].shape \
-                    or memory["train_keys"].shape != memory["train_counts"].shape:
-                raise ValueError(f"window view {i} ({v['column']}): training sums do not match its baselines")
-            det.views_.append(WindowView(v["column"], v["template_masks"], pd.Index(v["entities"], dtype=object),
-                                         a["mean"], a["var"], a["rate_mean"], a["median"], a["scale"],
-                                         memory=memory))
         det.population_ = _Population(np.asarray(arrays[f"{prefix}/population_mean"], dtype=np.float64),
                                       np.asarray(arrays[f"{prefix}/population_var"], dtype=np.float64))
+        if det.population_.mean.shape != (len(kept),) or det.population_.var.shape != (len(kept),):
+            raise ValueError("window view: the population baseline does not match the fields")
+        det.views_ = []
+        for i, v in enumerate(state["views"]):
+            memory = {name: np.asarray(arrays[f"{prefix}/{i}/memory/{name}"]) for name in _MEMORY}
+            n_entities = len(v["entities"])
+            if memory["s1"].shape != (n_entities + 1, len(kept)) or memory["s2"].shape != memory["s1"].shape \
+                    or memory["n"].shape != (n_entities + 1,) or memory["lc_sum"].shape != (n_entities + 1,) \
+                    or memory["n_win"].shape != (n_entities + 1,) \
+                    or memory["train_keys"].shape != memory["train_counts"].shape:
+                raise ValueError(f"window view {i} ({v['column']}): arrays do not match its entities and fields")
+            view = det._view_from_sums(v["column"], v["template_masks"], pd.Index(v["entities"], dtype=object), memory)
+            view.median = np.asarray(arrays[f"{prefix}/{i}/median"], dtype=np.float64)
+            view.scale = np.asarray(arrays[f"{prefix}/{i}/scale"], dtype=np.float64)
+            if view.median.shape != (len(STATISTICS),) or view.scale.shape != (len(STATISTICS),):
+                raise ValueError(f"window view {i} ({v['column']}): calibration arrays have the wrong shape")
+            det.views_.append(view)
         det.train_scores_ = np.sort(np.asarray(arrays[f"{prefix}/train_scores_sorted"], dtype=np.float64))
         det.threshold_ = float(state["threshold_"])
         return det
