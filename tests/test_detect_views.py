@@ -552,3 +552,14 @@ def test_a_burst_inside_the_training_data_still_stands_out_when_the_training_dat
     # the rebuilt detector (JSON + arrays) scores identically, leave-one-out included
     rebuilt = EntityWindowDetector.from_state(d["encoder"], *det.to_state())
     np.testing.assert_array_equal(rebuilt.score_samples((train, v_train)), scores)
+
+
+def test_explanation_chance_known_answers():
+    from obsad.detect.evaluation import explanation_chance
+
+    columns = ["a", "b", "c", "d"]
+    got = explanation_chance([["a"], [], ["a", "b"], ["a", "zz"]], columns, k=3)
+    np.testing.assert_allclose(got, [0.75, 0.0, 1.0, 0.75])
+    np.testing.assert_allclose(explanation_chance([["a"]], columns, k=1), [0.25])
+    with pytest.raises(ValueError):
+        explanation_chance([["a"]], [], k=3)

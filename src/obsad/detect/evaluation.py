@@ -5,7 +5,9 @@
   measure that shows whether the top of the ranking is clean when anomalies are rare;
 - F1, precision, recall and flagged share at the detector's OWN calibrated threshold (``threshold_``), never
   at a threshold tuned on the test labels;
-- recall per scenario at that threshold: which kinds of anomaly a detector catches.
+- recall per scenario at that threshold: which kinds of anomaly a detector catches;
+- explanation accuracy (:func:`explanation_hits`) next to the accuracy of a blind guess
+  (:func:`explanation_chance`).
 """
 
 from __future__ import annotations
@@ -61,6 +63,23 @@ def explanation_hits(top_fields: Sequence[Sequence[str]], true_fields: Sequence[
     if len(top_fields) != len(true_fields):
         raise ValueError(f"{len(top_fields)} explanations for {len(true_fields)} events")
     return np.array([bool(set(list(top)[:k]) & set(truth)) for top, truth in zip(top_fields, true_fields)], dtype=bool)
+
+
+def explanation_chance(true_fields: Sequence[Sequence[str]], columns: Sequence[str], k: int = 3) -> np.ndarray:
+    """Per event, the hit rate of a blind guess: ``k`` of ``columns`` drawn at random include a true field.
+
+    ``1 - C(n - m, k) / C(n, k)`` with ``n`` columns of which ``m`` are true. A scenario that changes twenty
+    fields is easy to "explain"; this is the level an explanation's accuracy must be read against.
+    """
+    from math import comb
+
+    names = set(columns)
+    n = len(names)
+    k = min(int(k), n)
+    if n == 0:
+        raise ValueError("no columns to draw an explanation from")
+    m = np.array([len(names & set(t)) for t in true_fields], dtype=np.int64)
+    return np.array([1.0 - comb(n - mi, k) / comb(n, k) for mi in m], dtype=np.float64)
 
 
 def table(rows: Sequence[dict]) -> pd.DataFrame:

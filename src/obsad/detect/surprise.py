@@ -66,7 +66,8 @@ class FieldSurpriseDetector(BaseDetector):
         check_is_fitted(self, "scale_")
         return (self.column_surprise(features) - self.median_) / self.scale_
 
-    def _event_score(self, z: np.ndarray) -> np.ndarray:
+    def event_score(self, z: np.ndarray) -> np.ndarray:
+        """The event score from per-column ``z`` (:meth:`column_z`): the mean of its ``top`` largest."""
         k = max(1, min(int(self.top), z.shape[1]))
         return np.sort(z, axis=1)[:, -k:].mean(axis=1)
 
@@ -86,10 +87,10 @@ class FieldSurpriseDetector(BaseDetector):
         self.median_ = np.median(raw, axis=0)
         self.scale_ = np.maximum(np.quantile(raw, 0.99, axis=0) - self.median_, float(self.min_scale))
         self.calibration_rows_ = rows
-        return self._event_score((raw - self.median_) / self.scale_)
+        return self.event_score((raw - self.median_) / self.scale_)
 
     def _score(self, features) -> np.ndarray:
-        return self._event_score(self.column_z(features))
+        return self.event_score(self.column_z(features))
 
     def explain(self, features, n_top: int = 3, z: np.ndarray | None = None) -> list[list[str]]:
         """The ``n_top`` most surprising raw columns of each event (most surprising first)."""
