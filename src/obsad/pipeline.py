@@ -49,7 +49,7 @@ __all__ = ["DEFINING_FIELDS", "FittedPipeline", "assemble_pipeline", "auto_epoch
 DEFINING_FIELDS = ("class_name", "class_uid", "activity_id", "activity_name", "type_name", "status", "status_id")
 
 PIPELINE_FORMAT = "obsad-pipeline"
-PIPELINE_VERSION = 2
+PIPELINE_VERSION = 3
 QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.995, 0.999, 1.0)
 _CHUNK = 4096
 
@@ -236,9 +236,14 @@ class FittedPipeline:
 
 
 def _window_vectors(z: np.ndarray, numeric: np.ndarray) -> np.ndarray:
-    unit = z.astype(np.float64)
-    unit /= np.linalg.norm(unit, axis=1, keepdims=True) + 1e-12
-    return np.hstack([unit, np.asarray(numeric, dtype=np.float64)])
+    """``[unit-length embedding, numeric fields]`` in float32 (the window view works in float32)."""
+    z = np.asarray(z, dtype=np.float32)
+    numeric = np.asarray(numeric, dtype=np.float32)
+    out = np.empty((len(z), z.shape[1] + numeric.shape[1]), dtype=np.float32)
+    norm = np.sqrt(np.einsum("ij,ij->i", z, z)) + np.float32(1e-12)
+    np.divide(z, norm[:, None], out=out[:, :z.shape[1]])
+    out[:, z.shape[1]:] = numeric
+    return out
 
 
 def _join_codes(codes: np.ndarray, names: list[str]) -> np.ndarray:

@@ -11,19 +11,27 @@ event the score of the most unusual window it belongs to.
   name. Each event belongs to one window per view in which it has a value.
 - **Baselines.** Per view and entity value, from training events: the mean and variance of every dimension of
   the event vectors (the embedding, then the encoded numeric fields), shrunk towards the global mean and
-  variance with ``prior_events`` pseudo-events (a rarely seen entity leans on the population); and the usual
-  ``log(1 + events per active window)``. Unseen entities use the population baseline.
+  variance with ``prior_events`` pseudo-events (a rarely seen entity leans on the population); and its usual
+  activity level (below). Unseen entities use the population baseline.
 - **Window statistics.** For a window of ``n`` events of entity ``e`` with mean vector ``m``, per dimension
   ``t = (m - mean_e) / sqrt(var_e / min(n, max_weight))`` (how many standard errors the window's mean moved;
   beyond ``max_weight`` events a window counts as ``max_weight``, so a busy window's tiny drift is not
   "significant"), capped at ``max_t``. Four statistics: *embedding shift* (root-mean-square ``t`` over the
   embedding), *field shift* (largest ``|t|`` over the numeric fields; the field is the explanation), *rate*
-  (``log(1 + n)`` minus the entity's usual) and *drift* (per field, the EWMA of the signed ``t`` over the
+  (the activity level ``log(1 + n) - log(1 + N)``, with ``N`` the events of the view in the same time bucket,
+  minus the entity's usual: a share of the traffic, so that a busy Monday morning, when every entity is
+  busier, is not a rate anomaly of each of them) and *drift* (per field, the EWMA of the signed ``t`` over the
   entity's consecutive windows, standardised: a small shift that persists hour after hour).
 - **Calibration.** Each statistic of each view becomes ``z = (s - median) / (q99 - median)`` over calibration
   windows (a later, held-out period when given: the baselines' own training windows would look too normal); a
   window's score is its largest ``z``, an event's score the largest over its views. The threshold is a
   percentile of calibration events' scores.
+- **Credit.** A field shift is credited to the events that made it: an event keeps the field-shift score in
+  proportion to how far its own value lies beyond its entity's mean in the direction of the shift (full score
+  from ``credit_scale`` standard deviations). Without it, every event of a coarse entity's window (all GET
+  requests of an hour) inherits the alarm raised by the one service that misbehaved. Likewise a window keeps
+  its drift in proportion to how far its own ``t`` continues it (full from ``credit_scale``): the hours after
+  a one-off spike, back to normal, no longer echo the spike through the EWMA's memory.
 - **Scoring the training events again** (one file both fitted on and scored): a training hour is recognised
   (same entity, same hour, same number of events) and compared with its entity's history *without itself*,
   from the stored sums.
@@ -89,6 +97,8 @@ class _Windows:
     count: np.ndarray  # [n_windows]
     stats: np.ndarray  # [n_windows, 3]
     field_t: np.ndarray | None = None  # [n_windows, n_fields] evidence per numeric field: max(|t|, drift)
+    credit: np.ndarray | None = None
+    level: np.ndarray | None = None  # [len(rows)] each event's share of its window's field shift, in [0, 1]
 
 
 def time_column(encoder) -> tuple[str, str | None]:
@@ -124,12 +134,11 @@ def _group_sums(group: np.ndarray, values: np.ndarray, n_groups: int, rows: np.n
 def _as_keys(series: pd.Series, template_masks: list[str] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows with a value, their entity code, and the entity key (str) of each code: integers without ``.0``,
     text as its template. Keys are computed once per distinct value, not per row."""
-    present = series.notna().to_numpy()
-    rows = np.flatnonzero(present)
-    values = series.iloc[rows] if len(rows) < len(series) else series
-    codes, uniques = pd.factorize(values.to_numpy())
-    uniques = np.asarray(uniques, dtype=object)
-    if pd.api.types.is_float_dtype(values.dtype) and len(uniques):
+    codes, uniques = series.factorize(use_na_sentinel=True)  # on the column's own (Arrow) storage: no objects
+    rows = np.flatnonzero(codes >= 0)
+    codes = codes[rows] if len(rows) < len(codes) else codes
+    uniques = np.asarray(uniques.astype(object), dtype=object)
+    if pd.api.types.is_float_dtype(series.dtype) and len(uniques):
         x = uniques.astype(np.float64)
         whole = np.isfinite(x) & (x == np.round(x))
         keys = np.where(whole, np.round(np.where(whole, x, 0)).astype(np.int64).astype(str), x.astype(str))
@@ -157,7 +166,7 @@ class EntityWindowDetector(BaseDetector):
                  max_distinct: int = 5000, max_entities: int = 5_000, prior_events: float = 20.0,
                  prior_windows: float = 5.0, min_var_ratio: float = 0.05, max_t: float = 50.0,
                  max_weight: float = 25.0, drift_smoothing: float = 0.2, drift_clip: float = 10.0,
-                 threshold_percentile: float = 99.5):
+                 credit_scale: float | None = 1.0, threshold_percentile: float = 99.5):
         self.encoder = encoder
         self.n_embedding = n_embedding
         self.field_names = field_names
@@ -172,6 +181,7 @@ class EntityWindowDetector(BaseDetector):
         self.max_weight = max_weight
         self.drift_smoothing = drift_smoothing
         self.drift_clip = drift_clip
+        self.credit_scale = credit_scale
         self.threshold_percentile = threshold_percentile
 
     # ------------------------------------------------------------------ choosing views and time
@@ -216,13 +226,18 @@ class EntityWindowDetector(BaseDetector):
         first_row[window_of_row[::-1]] = np.arange(len(rows))[::-1]
         value = distinct[codes[first_row]] if n_windows else np.empty(0, dtype=object)
         start = win[first_row] * self.window_ms_ if n_windows else np.empty(0, dtype=np.int64)
+        # activity level: the entity's share of the view's events in that time bucket (log scale), so that
+        # a busy Monday morning, when every entity is busier, is not a rate anomaly of each of them
+        level = np.log1p(count)
+        if n_windows:
+            level -= np.log1p(np.bincount(offset)[offset[first_row]].astype(np.float64))
         if fitting:
             return _Windows(rows, window_of_row, np.empty(0, dtype=np.int64), value, start, count,
-                            np.empty((0, len(STATISTICS))))
+                            np.empty((0, len(STATISTICS))), level=level)
         entity = view.entities.get_indexer(pd.Index(value.astype(str))) if n_windows else np.empty(0, dtype=np.int64)
         entity = np.where(entity < 0, len(view.entities), entity)
         mean = _group_sums(window_of_row, vectors, n_windows, rows=rows) / np.maximum(count, 1.0)[:, None]
-        base_mean, base_inv_sd, rate_mean = self._baselines(view, entity, start, count, window_of_row, rows, vectors)
+        base_mean, base_inv_sd, rate_mean = self._baselines(view, entity, start, count, window_of_row, rows, vectors, level)
         signed = self._t(mean, base_mean, base_inv_sd, count)
         t = np.abs(signed)
         d_emb = int(self.n_embedding)
@@ -230,19 +245,45 @@ class EntityWindowDetector(BaseDetector):
         field_t = t[:, d_emb:]
         if field_t.shape[1]:
             field = field_t.max(axis=1)
-            # windows are sorted by entity, then time (pair_ids): a CUSUM per entity over its windows
+            # windows are sorted by entity, then time (pair_ids): an EWMA per entity over its windows
             trend = self._drift(signed[:, d_emb:], pair_ids >> 32)
+            if self.credit_scale is not None:  # a window carries a drift only if it continues it itself
+                trend = np.abs(trend) * np.clip(np.sign(trend) * signed[:, d_emb:] / float(self.credit_scale), 0, 1)
+            else:
+                trend = np.abs(trend)
             drift = trend.max(axis=1)
             evidence = np.maximum(field_t, trend)
         else:
             field, drift, evidence = np.zeros(n_windows), np.zeros(n_windows), field_t
-        rate = np.log1p(count) - rate_mean
+        rate = level - rate_mean
         stats = np.stack([emb, field, rate, drift], axis=1)
-        return _Windows(rows, window_of_row, entity, value, start, count, stats, evidence)
+        credit = None
+        if field_t.shape[1] and self.credit_scale is not None:
+            credit = self._field_credit(signed, field_t, window_of_row, rows, vectors, base_mean, base_inv_sd)
+        return _Windows(rows, window_of_row, entity, value, start, count, stats, evidence, credit, level)
+
+    def _field_credit(self, signed, field_t, window_of_row, rows, vectors, base_mean, base_inv_sd) -> np.ndarray:
+        """How much each event moved its window's field shift: its own value of the window's most shifted field,
+        in its entity's standard deviations, in the direction of the shift, divided by ``credit_scale`` and
+        clipped to [0, 1].
+
+        A coarse entity (an event type, a port) mixes many sources; when one of them misbehaves, the window's
+        mean moves and every event of the window would inherit the alarm. Credit keeps the field-shift score
+        on the events that moved the mean (one standard deviation or more: full score) and takes it off those
+        sitting at their entity's usual value. Only field shift is credited: a drift is, by definition, many
+        events each a little off, and a rate anomaly is carried by every event of the window alike.
+        """
+        d_emb = int(self.n_embedding)
+        column = d_emb + field_t.argmax(axis=1)  # the window's most shifted field
+        windows = np.arange(len(column))
+        direction = np.sign(signed[windows, column])[window_of_row]
+        c = column[window_of_row]
+        own = (vectors[rows, c] - base_mean[window_of_row, c]) * base_inv_sd[window_of_row, c]
+        return np.clip(direction * own / float(self.credit_scale), 0.0, 1.0).astype(np.float32)
 
     def _drift(self, signed: np.ndarray, group: np.ndarray) -> np.ndarray:
         """Exponentially weighted mean of each field's ``t`` over each entity's consecutive windows, standardised
-        (``|EWMA| / sqrt(lambda / (2 - lambda))``), ``[n_windows, n_fields]``.
+        and signed (``EWMA / sqrt(lambda / (2 - lambda))``), ``[n_windows, n_fields]``.
 
         A shift of a few standard errors that persists window after window builds up, noise averages out, and a
         single wild window (clipped at ``drift_clip``) is the field-shift statistic's business, not this one's;
@@ -264,10 +305,10 @@ class EntityWindowDetector(BaseDetector):
         start = np.maximum.accumulate(np.where(new, np.arange(n), 0))  # first window of each one's group
         carried = np.where(start > 0, ewma[np.maximum(start - 1, 0)].T, 0.0).T  # state left by earlier groups
         ewma -= carried * ((1.0 - lam) ** (np.arange(n) - start + 1))[:, None]
-        return np.abs(ewma) / np.sqrt(lam / (2.0 - lam))
+        return ewma / np.sqrt(lam / (2.0 - lam))
 
     def _baselines(self, view: WindowView, entity: np.ndarray, start: np.ndarray, count: np.ndarray,
-                   window_of_row: np.ndarray, rows: np.ndarray, vectors: np.ndarray):
+                   window_of_row: np.ndarray, rows: np.ndarray, vectors: np.ndarray, level: np.ndarray):
         """Each window's baseline: its entity's mean, 1/sd (float32) and usual log-rate, with the window itself
         left out when it is one of the training windows (same entity, same hour, same number of events).
 
@@ -308,7 +349,7 @@ class EntityWindowDetector(BaseDetector):
         base_inv_sd[m] = (1.0 / np.sqrt(var_loo)).astype(np.float32)
         prior_w = float(self.prior_windows)
         rate_mean = rate_mean.copy()
-        rate_mean[m] = ((memory["lc_sum"][e] - np.log1p(count[m]) + prior_w * memory["g_lc"][0])
+        rate_mean[m] = ((memory["lc_sum"][e] - level[m] + prior_w * memory["g_lc"][0])
                         / (memory["n_win"][e] - 1.0 + prior_w))
         return base_mean, base_inv_sd, rate_mean
 
@@ -353,7 +394,7 @@ class EntityWindowDetector(BaseDetector):
             x = vectors[w.rows].astype(np.float64)
             s1 = _group_sums(row_slot, x, len(keep) + 1)
             s2 = _group_sums(row_slot, x * x, len(keep) + 1)
-            lc = np.log1p(w.count)
+            lc = w.level
             win_slot = slot[pd.Index(uniques).get_indexer(pd.Index(w.value.astype(object)))]
             g_lc = float(lc.mean())
             lc_sum = np.bincount(win_slot, weights=lc, minlength=len(keep) + 1)
@@ -428,7 +469,10 @@ class EntityWindowDetector(BaseDetector):
         if fitted and hasattr(self, "n_features_in_") and vectors.shape[1] != self.n_features_in_:
             raise ValueError(f"vectors have {vectors.shape[1]} dimensions, the detector was fitted on "
                              f"{self.n_features_in_}")
-        return events, np.ascontiguousarray(vectors[:, self._kept_dims(vectors.shape[1])])
+        kept = self._kept_dims(vectors.shape[1])
+        if len(kept) == vectors.shape[1]:
+            return events, np.ascontiguousarray(vectors)
+        return events, np.take(vectors, kept, axis=1)
 
     def view_scores(self, X) -> tuple[np.ndarray, list[_Windows]]:
         """Per-event score of each view ``[n, n_views]`` (``-inf`` where the event has no value) and the windows."""
@@ -441,10 +485,22 @@ class EntityWindowDetector(BaseDetector):
         windows = []
         for j, view in enumerate(self.views_):
             w = self._windows(view, events, vectors, ms)
-            z = ((w.stats - view.median) / view.scale).max(axis=1) if len(w.stats) else np.empty(0)
-            out[w.rows, j] = z[w.window_of_row]
+            out[w.rows, j] = self._event_z(view, w).max(axis=1)
             windows.append(w)
         return out, windows
+
+    @staticmethod
+    def _event_z(view: WindowView, w: _Windows, rows: np.ndarray | None = None) -> np.ndarray:
+        """Calibrated statistics of each event's window ``[len(rows), 4]`` (all of the view's events when
+        ``rows``, positions into ``w.rows``, is None), the field shift's positive part scaled by the event's credit."""
+        rows = np.arange(len(w.rows)) if rows is None else rows
+        if not len(w.stats):
+            return np.empty((len(rows), len(STATISTICS)))
+        z = ((w.stats - view.median) / view.scale)[w.window_of_row[rows]]
+        if w.credit is not None:
+            field = z[:, 1]
+            z[:, 1] = np.where(field > 0, field * w.credit[rows], field)
+        return z
 
     def _score(self, X) -> np.ndarray:
         return self._best(self.view_scores(X)[0])
@@ -494,9 +550,10 @@ class EntityWindowDetector(BaseDetector):
             if not len(mine) or not len(w.rows):
                 continue
             pos = np.full(n, -1, dtype=np.int64)
-            pos[w.rows] = w.window_of_row
-            win = pos[mine]
-            z = (w.stats[win] - view.median) / view.scale
+            pos[w.rows] = np.arange(len(w.rows))
+            at = pos[mine]  # positions in w.rows
+            win = w.window_of_row[at]
+            z = self._event_z(view, w, at)
             entity[mine] = w.value[win]
             start[mine] = w.start_ms[win]
             size[mine] = w.count[win].astype(np.int64)
@@ -529,7 +586,7 @@ class EntityWindowDetector(BaseDetector):
     # ------------------------------------------------------------------ persistence (JSON + arrays, no pickle)
     _PARAMS = ("n_embedding", "window", "min_distinct", "max_distinct", "max_entities", "prior_events",
                "prior_windows", "min_var_ratio", "max_t", "max_weight", "drift_smoothing", "drift_clip",
-               "threshold_percentile")
+               "credit_scale", "threshold_percentile")
 
     def to_state(self, prefix: str = "window") -> tuple[dict, dict[str, np.ndarray]]:
         """The fitted detector as a JSON-able dict and named float/int arrays (for a model package)."""
