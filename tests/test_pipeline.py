@@ -71,6 +71,24 @@ def test_rows_in_input_order_with_columns(fitted, sims):
     assert out["top_features"].str.split(", ").str.len().max() <= 3
 
 
+def test_explanations_for_flagged_events_by_default_and_for_all_on_request(fitted, sims):
+    pipeline, _, _ = fitted
+    events, _ = load_events(sims[1].events)
+    events = events.iloc[:3000]
+    flagged_only, every = pipeline.score(events), pipeline.score(events, explain="all")
+    flagged = flagged_only["is_anomaly"].to_numpy()
+    assert flagged.any() and (~flagged).any()
+    assert (flagged_only["top_features"][flagged] != "").all()
+    assert (flagged_only["top_features"][~flagged] == "").all()
+    # explaining a subset gives each event the same explanation as explaining them all
+    assert flagged_only["top_features"][flagged].tolist() == every["top_features"][flagged].tolist()
+    assert (every["top_features"] != "").mean() > 0.95
+    pd.testing.assert_frame_equal(flagged_only.drop(columns="top_features"), every.drop(columns="top_features"))
+    assert (pipeline.score(events, explain="none")["top_features"] == "").all()
+    with pytest.raises(ValueError, match="explain must be"):
+        pipeline.score(events, explain="some")
+
+
 def test_labelled_anomalies_score_higher(fitted, sims):
     pipeline, _, _ = fitted
     test = sims[1]
@@ -99,6 +117,13 @@ def test_cli_fit_score_parquet_and_tampered(sims, tmp_path):
     scores = pd.read_parquet(out)
     assert len(scores) == len(sims[0].events) and set(COLUMNS) <= set(scores.columns)
     assert scores["event_uid"].tolist() == sims[0].events["metadata.uid"].tolist()
+    assert ((scores["top_features"] != "") == scores["is_anomaly"]).all()  # flagged events are explained
+    every = _cli("score", "--model", tmp_path / "pkg", "--events", src, "--out", tmp_path / "all.parquet",
+                 "--explain-all", cwd=tmp_path)
+    assert every.returncode == 0, every.stderr
+    explained = pd.read_parquet(tmp_path / "all.parquet")
+    pd.testing.assert_frame_equal(explained.drop(columns="top_features"), scores.drop(columns="top_features"))
+    assert (explained["top_features"] != "").mean() > 0.95
 
     weights = tmp_path / "pkg" / "model" / "weights.safetensors"
     data = bytearray(weights.read_bytes())

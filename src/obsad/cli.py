@@ -112,9 +112,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
     pipeline = load_pipeline(args.model)
     for warning in pipeline.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    events, report = load_events(args.events)
+    events, report = load_events(args.events, columns=pipeline.input_columns)  # only what the model reads
     print(report.summary())
-    scores = pipeline.score(events).reset_index(drop=True)
+    scores = pipeline.score(events, explain="all" if args.explain_all else "flagged").reset_index(drop=True)
     write_parquet(scores, args.out)
     flagged = int(scores["is_anomaly"].sum())
     share = flagged / max(len(scores), 1)
@@ -162,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     sco.add_argument("--model", type=Path, required=True, help="model package folder written by obsad fit")
     sco.add_argument("--events", type=Path, required=True, help="Parquet, JSON Lines or JSON array of OCSF events")
     sco.add_argument("--out", type=Path, required=True, help="output .parquet file")
+    sco.add_argument("--explain-all", action="store_true",
+                     help="fill top_features for every event (default: for the flagged events only)")
     sco.set_defaults(run=_cmd_score)
     return parser
 

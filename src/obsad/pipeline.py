@@ -27,6 +27,7 @@ column and the two numeric fields whose window mean moved most.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,6 +106,15 @@ class FittedPipeline:
         return float(self.combiner.threshold_)
 
     @property
+    def input_columns(self) -> list[str]:
+        """The flat columns scoring reads: the encoder's inputs (minus those it dropped), the event uid and the
+        times. Passed to :func:`obsad.ocsf.load_events` as ``columns``, a wide Parquet export is read (and its
+        JSON-string columns parsed) only where the model looks."""
+        used = [st["column"] for st in self.encoder.columns_ if not str(st["role"]).startswith("drop")]
+        extra = ["metadata.uid", "time"] + ([self.window.time_column_] if self.window is not None else [])
+        return list(dict.fromkeys(used + extra))
+
+    @property
     def views(self) -> tuple[str, ...]:
         return ("event", "window") if self.window is not None else ("event",)
 
@@ -116,43 +126,58 @@ class FittedPipeline:
         """What the window view averages per window: the unit-length embedding, then the numeric fields."""
         return _window_vectors(z, features.numeric)
 
-    def score(self, events: pd.DataFrame, *, n_top: int = 3) -> pd.DataFrame:
+    def score(self, events: pd.DataFrame, *, n_top: int = 3, explain: str = "flagged") -> pd.DataFrame:
         """One row per row of ``events``, in the same order (and index).
 
         Columns: ``event_uid`` and ``time`` when present, ``score`` (higher = more anomalous), ``percentile``
         (among the calibration events' scores), ``is_anomaly`` (``score`` above the calibrated threshold),
-        ``view`` (``event`` or ``window``: which view decided) and ``top_features``.
+        ``view`` (``event`` or ``window``: which view decided) and ``top_features``: the fields that explain
+        the event, for the flagged events (``explain="flagged"``, the default: an explanation is for an alarm,
+        and explaining every event of a large batch would double the scoring time), every event
+        (``"all"``) or none (``"none"``); an empty string where not explained.
         """
         if not isinstance(events, pd.DataFrame):
             raise TypeError(f"events must be a DataFrame, got {type(events).__name__}")
+        if explain not in ("flagged", "all", "none"):
+            raise ValueError(f"explain must be 'flagged', 'all' or 'none', got {explain!r}")
         n = len(events)
         features = self.encoder.transform(events)
         z = self.embed(features)
         det = self.detector
-        if n:
-            knn_scores, nbrs = det.score_and_neighbors(z)
-        else:
-            knn_scores, nbrs = np.empty(0), np.empty((0, det.k), dtype=np.int64)
-        members = [knn_scores]
-        window_fields = None
-        if self.window is not None:
-            framed = events
-            if self.window.time_column_ not in events.columns:
-                framed = events.assign(**{self.window.time_column_: pd.Series(np.nan, index=events.index)})
-            why = self.window.explain((framed, self.window_vectors(z, features)), n_fields=2)
-            members.append(why["window_score"].to_numpy())
-            window_fields = why["fields"].to_numpy()
+        members, window_scored = [], None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="obsad-window") as background:
+            window_job = None
+            if self.window is not None and n:
+                framed = events
+                if self.window.time_column_ not in events.columns:
+                    framed = events.assign(**{self.window.time_column_: pd.Series(np.nan, index=events.index)})
+                # the window view (NumPy, mostly one core) runs beside the k-NN search (FAISS, its own threads)
+                window_job = background.submit(self.window.view_scores, (framed, self.window_vectors(z, features)))
+            if n:
+                knn_scores, nbrs = det.score_and_neighbors(z)
+            else:
+                knn_scores, nbrs = np.empty(0), np.empty((0, det.k), dtype=np.int64)
+            members.append(knn_scores)
+            if window_job is not None:
+                per_view, windows = window_job.result()
+                members.append(self.window.best_view_score(per_view))
+                window_scored = (framed.index, per_view, windows)
+            elif self.window is not None:
+                members.append(np.empty(0))
         member_scores = np.column_stack(members) if n else np.empty((0, len(members)))
         member_z = self.combiner.member_z(member_scores)
         scores = member_z.max(axis=1) if n else np.empty(0)
         decided = member_z.argmax(axis=1) if n else np.empty(0, dtype=np.int64)
+        flagged = scores > self.combiner.threshold_
+        wanted = {"flagged": flagged, "all": np.ones(n, dtype=bool), "none": np.zeros(n, dtype=bool)}[explain]
         top = np.full(n, "", dtype=object)
-        by_event = np.flatnonzero(decided == 0)  # explain each event from the view that decided
+        by_event = np.flatnonzero(wanted & (decided == 0))  # explain each event from the view that decided
         if len(by_event):
             top[by_event] = self.top_features(features.take(by_event), nbrs[by_event], n_top=n_top)
-        if window_fields is not None and n:
-            by_window = np.flatnonzero(decided == 1)
-            top[by_window] = _join_lists(window_fields[by_window])
+        by_window = np.flatnonzero(wanted & (decided == 1))
+        if window_scored is not None and len(by_window):
+            why = self.window.explain_scored(*window_scored, rows=by_window, n_fields=2)
+            top[by_window] = _join_lists(why["fields"].to_numpy())
         out = pd.DataFrame(index=events.index)
         if "metadata.uid" in events.columns:  # the columns themselves (same index): no per-value conversion
             out["event_uid"] = events["metadata.uid"]
@@ -160,16 +185,18 @@ class FittedPipeline:
             out["time"] = events["time"]
         out["score"] = scores
         out["percentile"] = self.combiner.percentile_of(scores) if n else np.empty(0)
-        out["is_anomaly"] = scores > self.combiner.threshold_
+        out["is_anomaly"] = flagged
         out["view"] = np.asarray(self.views, dtype=object)[decided] if n else np.empty(0, dtype=object)
         out["top_features"] = np.asarray(top, dtype=object) if n else np.empty(0, dtype=object)
         return out
 
     def score_events(self, source, **load_options) -> tuple[pd.DataFrame, object]:
         """Raw OCSF events in any form :func:`obsad.ocsf.load_events` reads (a file, records, a frame) -> the
-        scores table and the load report (what was malformed, coerced or dropped, and why)."""
+        scores table and the load report (what was malformed, coerced or dropped, and why). Only
+        :attr:`input_columns` are loaded unless ``columns`` is given."""
         from .ocsf import load_events
 
+        load_options.setdefault("columns", self.input_columns)
         events, report = load_events(source, **load_options)
         return self.score(events), report
 

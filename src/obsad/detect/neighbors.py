@@ -3,7 +3,8 @@
 ``KNNDetector`` scores an event by its mean distance to the ``k`` nearest reference (training) events. Cosine
 distance is ``1 - similarity`` on L2-normalised vectors (``IndexFlatIP``); ``l2`` is the Euclidean distance
 (``IndexFlatL2`` returns squares, we take the root). References larger than ``exact_max`` use ``IndexIVFFlat``
-(trained on a seeded sample; ``n_lists`` defaults to about ``4 * sqrt(n)``) searched with ``n_probe`` lists.
+(trained on a seeded sample; ``n_lists`` defaults to ``sqrt(n_probe * n)``, the fewest distance computations per
+query) searched with ``n_probe`` lists.
 Training scores exclude each reference point's match with itself (searching ``k + 1`` and dropping it), so the
 threshold is calibrated on out-of-sample distances.
 """
@@ -159,8 +160,10 @@ class KNNDetector(BaseDetector):
         faiss_metric = faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
         flat = faiss.IndexFlatIP(d) if self.metric == "cosine" else faiss.IndexFlatL2(d)
         if n_ref > self.exact_max:
-            # about 4 sqrt(n) lists, but no more than FAISS' k-means can train well (39 points per centroid)
-            n_lists = int(self.n_lists) if self.n_lists else max(1, min(int(round(4 * math.sqrt(n_ref))), n_ref // 39))
+            # a query compares with n_lists centroids, then scans n_probe lists of n / n_lists points: the sum is
+            # smallest at n_lists = sqrt(n_probe * n); no more than FAISS' k-means trains well (39 points each)
+            balanced = int(round(math.sqrt(max(int(self.n_probe), 1) * n_ref)))
+            n_lists = int(self.n_lists) if self.n_lists else max(1, min(balanced, n_ref // 39))
             n_lists = min(n_lists, n_ref)
             index = faiss.IndexIVFFlat(flat, d, n_lists, faiss_metric)
             n_train = min(n_ref, max(64 * n_lists, 10_000))

@@ -234,8 +234,9 @@ class EntityWindowDetector(BaseDetector):
         if fitting:
             return _Windows(rows, window_of_row, np.empty(0, dtype=np.int64), value, start, count,
                             np.empty((0, len(STATISTICS))), level=level)
-        entity = view.entities.get_indexer(pd.Index(value.astype(str))) if n_windows else np.empty(0, dtype=np.int64)
-        entity = np.where(entity < 0, len(view.entities), entity)
+        known = view.entities.get_indexer(pd.Index(distinct.astype(str), dtype=object))  # once per distinct key
+        known = np.where(known < 0, len(view.entities), known)  # unseen: the population baseline
+        entity = known[codes[first_row]] if n_windows else np.empty(0, dtype=np.int64)
         mean = _group_sums(window_of_row, vectors, n_windows, rows=rows) / np.maximum(count, 1.0)[:, None]
         base_mean, base_inv_sd, rate_mean = self._baselines(view, entity, start, count, window_of_row, rows, vectors, level)
         signed = self._t(mean, base_mean, base_inv_sd, count)
@@ -420,7 +421,7 @@ class EntityWindowDetector(BaseDetector):
             med = np.median(stats, axis=0) if len(stats) else np.zeros(len(STATISTICS))
             q99 = np.quantile(stats, 0.99, axis=0) if len(stats) else np.ones(len(STATISTICS))
             view.median, view.scale = med, np.maximum(q99 - med, 1e-6)
-        self._calibrate(self._best(self._view_scores(cal_events, cal_vectors)[0]))
+        self._calibrate(self.best_view_score(self._view_scores(cal_events, cal_vectors)[0]))
         return self
 
     def _fit(self, X, y=None) -> np.ndarray:  # fit() is overridden; kept for the abstract interface
@@ -503,10 +504,11 @@ class EntityWindowDetector(BaseDetector):
         return z
 
     def _score(self, X) -> np.ndarray:
-        return self._best(self.view_scores(X)[0])
+        return self.best_view_score(self.view_scores(X)[0])
 
     @staticmethod
-    def _best(per_view: np.ndarray) -> np.ndarray:
+    def best_view_score(per_view: np.ndarray) -> np.ndarray:
+        """Events' scores from :meth:`view_scores`: the largest over views (0 for an event in no view)."""
         best = per_view.max(axis=1) if per_view.shape[1] else np.zeros(per_view.shape[0])
         return np.where(np.isfinite(best), best, 0.0)
 
@@ -532,11 +534,20 @@ class EntityWindowDetector(BaseDetector):
         """
         events, vectors = self._check_input(X)
         per_view, windows = self._view_scores(events, vectors)
-        n = len(events)
-        best_view = np.argmax(per_view, axis=1) if per_view.shape[1] else np.zeros(n, dtype=np.int64)
-        score = per_view[np.arange(n), best_view] if per_view.shape[1] else np.zeros(n)
+        return self.explain_scored(events.index, per_view, windows, n_fields=n_fields)
+
+    def explain_scored(self, index: pd.Index, per_view: np.ndarray, windows: list[_Windows], *,
+                       rows: np.ndarray | None = None, n_fields: int = 2) -> pd.DataFrame:
+        """:meth:`explain` from the output of :meth:`view_scores` (no second scoring pass), for the batch
+        positions ``rows`` only (all when None): explaining the flagged few is what scoring a large batch needs."""
+        n_batch = per_view.shape[0]
+        rows = np.arange(n_batch) if rows is None else np.asarray(rows, dtype=np.int64)
+        n = len(rows)
+        sub = per_view[rows]
+        best_view = np.argmax(sub, axis=1) if sub.shape[1] else np.zeros(n, dtype=np.int64)
+        score = sub[np.arange(n), best_view] if sub.shape[1] else np.zeros(n)
         view_col = np.array([v.column for v in self.views_], dtype=object)
-        out = pd.DataFrame(index=events.index)
+        out = pd.DataFrame(index=index[rows])
         out["window_score"] = np.where(np.isfinite(score), score, 0.0)
         out["view"] = np.where(np.isfinite(score), view_col[best_view], None)
         entity = np.full(n, None, dtype=object)
@@ -549,9 +560,7 @@ class EntityWindowDetector(BaseDetector):
             mine = np.flatnonzero((best_view == j) & np.isfinite(score))
             if not len(mine) or not len(w.rows):
                 continue
-            pos = np.full(n, -1, dtype=np.int64)
-            pos[w.rows] = np.arange(len(w.rows))
-            at = pos[mine]  # positions in w.rows
+            at = np.searchsorted(w.rows, rows[mine])  # positions in w.rows (sorted batch rows)
             win = w.window_of_row[at]
             z = self._event_z(view, w, at)
             entity[mine] = w.value[win]
