@@ -643,3 +643,15 @@ def test_a_busier_hour_for_everyone_is_not_a_rate_anomaly(window_data, windows):
     is_user21_hour = ((one["user"] == "user21") & (one["time"] >= hour)
                       & (one["time"] < hour + pd.Timedelta("1h"))).to_numpy()
     assert one_scores[is_user21_hour].min() > np.quantile(one_scores[~is_user21_hour], 0.99)
+
+
+def test_a_few_ordinary_events_scored_alone_are_not_a_rate_anomaly(window_data, windows):
+    """A file of five ordinary events: each is alone in its hour, i.e. all of that hour's traffic. Compared with
+    a typical hour rather than with its own tiny batch, none of them is a rate anomaly."""
+    test = window_data["test"]
+    few = test.iloc[[10, 300, 700, 1200, 1700]].reset_index(drop=True)
+    vectors = window_data["v_test"][[10, 300, 700, 1200, 1700]]
+    why = windows.explain((few, vectors))
+    assert not windows.predict((few, vectors)).any()
+    assert (why["window_events"] == 1).all()
+    assert (why["window_score"] < 1.0).all()

@@ -18,9 +18,9 @@ event the score of the most unusual window it belongs to.
   beyond ``max_weight`` events a window counts as ``max_weight``, so a busy window's tiny drift is not
   "significant"), capped at ``max_t``. Four statistics: *embedding shift* (root-mean-square ``t`` over the
   embedding), *field shift* (largest ``|t|`` over the numeric fields; the field is the explanation), *rate*
-  (the activity level ``log(1 + n) - log(1 + N)``, with ``N`` the events of the view in the same time bucket,
-  minus the entity's usual: a share of the traffic, so that a busy Monday morning, when every entity is
-  busier, is not a rate anomaly of each of them) and *drift* (per field, the EWMA of the signed ``t`` over the
+  (the activity level ``log(1 + n) - log(1 + max(N, N_typical))``, with ``N`` the events of the view in the
+  same time bucket and ``N_typical`` its training median, minus the entity's usual: in a busy hour a share of
+  the traffic, so that a Monday morning, when every entity is busier, is not a rate anomaly of each of them) and *drift* (per field, the EWMA of the signed ``t`` over the
   entity's consecutive windows, standardised: a small shift that persists hour after hour).
 - **Calibration.** Each statistic of each view becomes ``z = (s - median) / (q99 - median)`` over calibration
   windows (a later, held-out period when given: the baselines' own training windows would look too normal); a
@@ -55,7 +55,7 @@ from ..features.text import template_array
 from .base import BaseDetector, max_by_group
 
 STATISTICS = ("embedding_shift", "field_shift", "rate", "drift")
-_MEMORY = ("n", "s1", "s2", "lc_sum", "n_win", "g_lc", "train_keys", "train_counts")
+_MEMORY = ("n", "s1", "s2", "lc_sum", "n_win", "g_lc", "typical_bucket", "train_keys", "train_counts")
 ENTITY_ROLES = ("ip", "high_cardinality")
 GROUPING_ROLES = ("categorical", "text")
 
@@ -97,8 +97,8 @@ class _Windows:
     count: np.ndarray  # [n_windows]
     stats: np.ndarray  # [n_windows, 3]
     field_t: np.ndarray | None = None  # [n_windows, n_fields] evidence per numeric field: max(|t|, drift)
-    credit: np.ndarray | None = None
-    level: np.ndarray | None = None  # [len(rows)] each event's share of its window's field shift, in [0, 1]
+    credit: np.ndarray | None = None  # [len(rows)] each event's share of its window's field shift, in [0, 1]
+    bucket_events: np.ndarray | None = None  # [n_windows] events of the view in the window's time bucket
 
 
 def time_column(encoder) -> tuple[str, str | None]:
@@ -226,14 +226,11 @@ class EntityWindowDetector(BaseDetector):
         first_row[window_of_row[::-1]] = np.arange(len(rows))[::-1]
         value = distinct[codes[first_row]] if n_windows else np.empty(0, dtype=object)
         start = win[first_row] * self.window_ms_ if n_windows else np.empty(0, dtype=np.int64)
-        # activity level: the entity's share of the view's events in that time bucket (log scale), so that
-        # a busy Monday morning, when every entity is busier, is not a rate anomaly of each of them
-        level = np.log1p(count)
-        if n_windows:
-            level -= np.log1p(np.bincount(offset)[offset[first_row]].astype(np.float64))
+        bucket_events = np.bincount(offset)[offset[first_row]].astype(np.float64) if n_windows else np.zeros(0)
         if fitting:
             return _Windows(rows, window_of_row, np.empty(0, dtype=np.int64), value, start, count,
-                            np.empty((0, len(STATISTICS))), level=level)
+                            np.empty((0, len(STATISTICS))), bucket_events=bucket_events)
+        level = self._level(count, bucket_events, float(view.memory["typical_bucket"][0]))
         known = view.entities.get_indexer(pd.Index(distinct.astype(str), dtype=object))  # once per distinct key
         known = np.where(known < 0, len(view.entities), known)  # unseen: the population baseline
         entity = known[codes[first_row]] if n_windows else np.empty(0, dtype=np.int64)
@@ -261,7 +258,18 @@ class EntityWindowDetector(BaseDetector):
         credit = None
         if field_t.shape[1] and self.credit_scale is not None:
             credit = self._field_credit(signed, field_t, window_of_row, rows, vectors, base_mean, base_inv_sd)
-        return _Windows(rows, window_of_row, entity, value, start, count, stats, evidence, credit, level)
+        return _Windows(rows, window_of_row, entity, value, start, count, stats, evidence, credit, bucket_events)
+
+    @staticmethod
+    def _level(count: np.ndarray, bucket_events: np.ndarray, typical: float) -> np.ndarray:
+        """A window's activity level: ``log(1 + n) - log(1 + max(N, typical))``, with ``N`` the view's events in
+        that time bucket and ``typical`` their training median.
+
+        In a busier hour than usual (a Monday morning, when every entity is busier) the count is taken as a
+        share of the hour's traffic, so the entities that only follow the crowd do not move; in a quieter or a
+        partial hour (a night, a file of a few events) it is compared with a typical hour, so an entity alone in
+        a tiny batch is not "all of the traffic"."""
+        return np.log1p(count) - np.log1p(np.maximum(bucket_events, typical))
 
     def _field_credit(self, signed, field_t, window_of_row, rows, vectors, base_mean, base_inv_sd) -> np.ndarray:
         """How much each event moved its window's field shift: its own value of the window's most shifted field,
@@ -395,7 +403,9 @@ class EntityWindowDetector(BaseDetector):
             x = vectors[w.rows].astype(np.float64)
             s1 = _group_sums(row_slot, x, len(keep) + 1)
             s2 = _group_sums(row_slot, x * x, len(keep) + 1)
-            lc = w.level
+            buckets = np.unique(w.start_ms, return_index=True)[1]  # one window per time bucket
+            typical = float(np.median(w.bucket_events[buckets]))
+            lc = self._level(w.count, w.bucket_events, typical)
             win_slot = slot[pd.Index(uniques).get_indexer(pd.Index(w.value.astype(object)))]
             g_lc = float(lc.mean())
             lc_sum = np.bincount(win_slot, weights=lc, minlength=len(keep) + 1)
@@ -404,7 +414,7 @@ class EntityWindowDetector(BaseDetector):
             window_key = win_slot.astype(np.int64) * (1 << 32) + np.round(w.start_ms / self.window_ms_).astype(np.int64)
             order = np.argsort(window_key, kind="stable")
             memory = {"n": n_e, "s1": s1, "s2": s2, "lc_sum": lc_sum, "n_win": n_win.astype(np.float64),
-                      "g_lc": np.array([g_lc]), "train_keys": window_key[order],
+                      "g_lc": np.array([g_lc]), "typical_bucket": np.array([typical]), "train_keys": window_key[order],
                       "train_counts": w.count[order].astype(np.int64)}
             self.views_.append(self._view_from_sums(column, masks, entities, memory))
         if not self.views_:
