@@ -340,3 +340,18 @@ def test_validation_batches_are_shuffled_and_never_a_single_event():
     assert sum(sizes) == 97 and min(sizes) >= 2
     first = objective.seen[0].numpy()
     assert not np.array_equal(first, val["numeric"][:32, 0]), "validation batches must not be consecutive events"
+
+
+def test_betas_reach_the_optimizer_and_bad_betas_are_refused():
+    model = torch.nn.Linear(3, 1)
+
+    class Objective(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+    trainer = Trainer(Objective(), TrainConfig(betas=(0.9, 0.98), progress=False, device="cpu"))
+    assert trainer.optimizer.param_groups[0]["betas"] == (0.9, 0.98)
+    assert TrainConfig.from_dict(TrainConfig(betas=[0.8, 0.95]).to_dict()).betas == (0.8, 0.95)
+    with pytest.raises(ValueError, match="betas"):
+        TrainConfig(betas=(0.9, 1.0))
