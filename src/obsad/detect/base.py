@@ -73,6 +73,12 @@ class BaseDetector(BaseEstimator, ABC):
         self.train_scores_ = s  # sorted, for percentile_of
         self.threshold_ = float(np.percentile(s, self.threshold_percentile))
 
+    def calibrate(self, X):
+        """Re-set ``threshold_`` (and the percentile reference) from the scores of ``X``: a later period believed
+        normal, e.g. the validation sessions, when the training scores are too optimistic a reference."""
+        self._calibrate(self.score_samples(X))
+        return self
+
     def score_samples(self, X) -> np.ndarray:
         """Anomaly scores, float64, higher = more anomalous."""
         check_is_fitted(self, "threshold_")
