@@ -220,3 +220,27 @@ def test_fingerprint_frame():
     assert fingerprint_frame(df.astype({"http_response.code": "int32"})) != fingerprint_frame(df)
     assert fingerprint_frame(df.rename(columns={"status": "state"})) != fingerprint_frame(df)
     assert len(fingerprint_frame(df)) == 64
+
+
+def test_package_without_encoder_with_documents(tmp_path, parts):
+    """A log-pipeline package: no feature encoder, a named JSON document (the template parser) instead."""
+    parser = {"format": "hdfs", "templates": ["PacketResponder <NUM> for block <BLK> terminating"]}
+    path = save_package(tmp_path / "logs", encoder=None, model=parts["model"], detector={"kind": "rules"},
+                        documents={"parser": parser})
+    assert (path / "parser.json").is_file() and not (path / "encoder.json").exists()
+    loaded = load_package(path)
+    assert loaded.encoder is None and loaded.documents == {"parser": parser}
+    (path / "parser.json").write_text(json.dumps({**parser, "templates": []}), encoding="utf-8")
+    refused(path, "parser.json", "modified")
+    for bad in ("Parser", "config", "../x", "detector"):
+        with pytest.raises(PackageError, match="invalid document name"):
+            save_package(tmp_path / "bad", encoder=None, model=parts["model"], documents={bad: {}})
+
+
+def test_event_pipeline_refuses_a_package_without_its_encoder(tmp_path, parts):
+    from obsad.pipeline import load_pipeline
+
+    path = save_package(tmp_path / "noenc", encoder=None, model=parts["model"],
+                        config={"format": "obsad-pipeline", "format_version": 3})
+    with pytest.raises(PackageError, match="encoder.json: missing"):
+        load_pipeline(path)

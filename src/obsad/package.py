@@ -3,13 +3,14 @@
 Layout of a package directory::
 
     manifest.json              format, versions, creation time, seed, training fingerprint, files (sha256 + bytes)
-    encoder.json               the fitted FeatureEncoder (FeatureEncoder.to_dict)
+    encoder.json               the fitted FeatureEncoder (FeatureEncoder.to_dict); absent in a log-pipeline package
     model/config.json          the model's class and config (obsad.models.save_model)
     model/weights.safetensors  its weights
     detector.json              JSON-able detector state: thresholds, score statistics, hyper-parameters
     arrays.safetensors         named numpy arrays (k-NN reference embeddings, per-field surprise statistics, ...)
     reference.parquet          optional: a bounded sample of training events (similar-event search, drift)
     config.json                anything else (JSON)
+    <name>.json                optional named JSON documents (e.g. parser.json: a log pipeline's template parser)
 
 :func:`save_package` writes into a temporary sibling directory and swaps it into place with renames, so a reader
 never sees a half-written package and a failed write leaves the previous package untouched.
@@ -63,7 +64,8 @@ DETECTOR = "detector.json"
 ARRAYS = "arrays.safetensors"
 REFERENCE = "reference.parquet"
 CONFIG = "config.json"
-REQUIRED = (ENCODER, f"{MODEL_DIR}/config.json", f"{MODEL_DIR}/weights.safetensors", DETECTOR, ARRAYS, CONFIG)
+REQUIRED = (f"{MODEL_DIR}/config.json", f"{MODEL_DIR}/weights.safetensors", DETECTOR, ARRAYS, CONFIG)
+_RESERVED = {MANIFEST, ENCODER, DETECTOR, CONFIG}
 
 _CHUNK = 1 << 20
 
@@ -74,7 +76,7 @@ class PackageError(ValueError):
 
 @dataclass
 class ModelPackage:
-    encoder: FeatureEncoder
+    encoder: FeatureEncoder | None
     model: torch.nn.Module
     detector: dict
     arrays: dict[str, np.ndarray]
@@ -83,6 +85,7 @@ class ModelPackage:
     manifest: dict
     path: Path
     warnings: list[str] = field(default_factory=list)
+    documents: dict[str, Any] = field(default_factory=dict)  # the named JSON documents, by name (no suffix)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -166,7 +169,7 @@ def _check_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 def save_package(
     directory: str | os.PathLike,
     *,
-    encoder: FeatureEncoder,
+    encoder: FeatureEncoder | None,
     model: torch.nn.Module,
     detector: dict | None = None,
     arrays: dict[str, np.ndarray] | None = None,
@@ -174,6 +177,7 @@ def save_package(
     config: dict | None = None,
     seed: int | None = None,
     training_fingerprint: str | None = None,
+    documents: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a model package to ``directory`` atomically and return its path.
 
@@ -189,8 +193,12 @@ def save_package(
             raise PackageError(f"{target}: exists and is not a directory; refusing to replace it")
         if any(target.iterdir()) and not (target / MANIFEST).is_file():
             raise PackageError(f"{target}: exists and is not an obsad package (no {MANIFEST}); refusing to replace it")
-    if not isinstance(encoder, FeatureEncoder):
-        raise PackageError(f"{target}: encoder must be a fitted FeatureEncoder, got {type(encoder).__name__}")
+    if encoder is not None and not isinstance(encoder, FeatureEncoder):
+        raise PackageError(f"{target}: encoder must be a fitted FeatureEncoder or None, got {type(encoder).__name__}")
+    documents = dict(documents or {})
+    for name in documents:
+        if not (isinstance(name, str) and name.isidentifier() and name.islower()) or f"{name}.json" in _RESERVED:
+            raise PackageError(f"{target}: invalid document name {name!r} (lower-case identifier, not a reserved file)")
     if not isinstance(model, torch.nn.Module):
         raise PackageError(f"{target}: model must be a torch.nn.Module, got {type(model).__name__}")
     if reference is not None and not isinstance(reference, pd.DataFrame):
@@ -203,10 +211,13 @@ def save_package(
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)
-        try:
-            encoder.save(tmp / ENCODER)
-        except (TypeError, ValueError) as exc:
-            raise PackageError(f"{target}: {ENCODER}: cannot save the encoder ({exc})") from exc
+        if encoder is not None:
+            try:
+                encoder.save(tmp / ENCODER)
+            except (TypeError, ValueError) as exc:
+                raise PackageError(f"{target}: {ENCODER}: cannot save the encoder ({exc})") from exc
+        for name, document in documents.items():
+            _write_json_file(document, tmp / f"{name}.json", f"document {name!r}")
         try:
             save_model(model, tmp / MODEL_DIR)
         except (TypeError, ValueError) as exc:
@@ -363,12 +374,16 @@ def load_package(directory: str | os.PathLike, map_location: str | torch.device 
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise _refuse(root, [f"{rel}: not valid JSON ({exc})"]) from exc
 
-    try:
-        encoder = FeatureEncoder.from_dict(read_json_file(ENCODER))
-    except ValueError as exc:
-        if isinstance(exc, PackageError):
-            raise
-        raise _refuse(root, [f"{ENCODER}: not a FeatureEncoder state ({exc})"]) from exc
+    encoder = None
+    if ENCODER in manifest["files"]:
+        try:
+            encoder = FeatureEncoder.from_dict(read_json_file(ENCODER))
+        except ValueError as exc:
+            if isinstance(exc, PackageError):
+                raise
+            raise _refuse(root, [f"{ENCODER}: not a FeatureEncoder state ({exc})"]) from exc
+    documents = {rel[:-len(".json")]: read_json_file(rel) for rel in sorted(manifest["files"])
+                 if rel.endswith(".json") and "/" not in rel and rel not in _RESERVED}
     try:
         model = load_model(root / MODEL_DIR, map_location=map_location)
     except ValueError as exc:
@@ -390,4 +405,5 @@ def load_package(directory: str | os.PathLike, map_location: str | torch.device 
     if not isinstance(config, dict):
         raise _refuse(root, [f"{CONFIG}: not a JSON object"])
     return ModelPackage(encoder=encoder, model=model, detector=detector, arrays=dict(arrays), reference=reference,
-                        config=config, manifest=manifest, path=root, warnings=_version_warnings(manifest))
+                        config=config, manifest=manifest, path=root, warnings=_version_warnings(manifest),
+                        documents=documents)

@@ -490,6 +490,9 @@ def load_pipeline(directory: str | os.PathLike) -> FittedPipeline:
         raise PackageError(f"refusing to load package {root}: config.json: pipeline format version "
                            f"{package.config.get('format_version')} was written by an older obsad; "
                            f"fit it again with `obsad fit`")
+    if package.encoder is None:
+        raise PackageError(f"refusing to load package {root}: encoder.json: missing — an event pipeline needs its "
+                           "feature encoder")
     if not isinstance(package.model, ContrastiveObjective):
         raise PackageError(f"refusing to load package {root}: model/: expected a ContrastiveObjective, got "
                            f"{type(package.model).__name__}")
