@@ -254,3 +254,18 @@ def test_saving_the_same_model_twice_gives_identical_bytes(tmp_path):
         save_model(model, tmp_path / "b")
         assert (tmp_path / "b" / "weights.safetensors").read_bytes() == first
     assert torch.equal(load_model(tmp_path / "b").input_projection.weight, model.input_projection.weight)
+
+
+def test_load_model_rebuilds_a_log_model_in_a_fresh_process(tmp_path):
+    """load_model finds classes registered by obsad.logs.model without the caller importing it first."""
+    import subprocess
+    import sys
+
+    from obsad.logs.model import NextTokenTransformer
+    from obsad.models import save_model
+
+    save_model(NextTokenTransformer(5, d_model=16, n_heads=2, n_layers=1, d_ff=32, max_len=8), tmp_path / "m")
+    code = f"from obsad.models import load_model; print(type(load_model({str(tmp_path / 'm')!r})).__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "NextTokenTransformer"

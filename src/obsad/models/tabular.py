@@ -572,11 +572,13 @@ def save_model(model: nn.Module, directory: str | os.PathLike) -> Path:
 
 def _resolve_class(name: str) -> type:
     if name not in _REGISTRY:
-        # Objectives live in obsad.train and register themselves on import.
-        try:
-            import obsad.train.objectives  # noqa: F401
-        except ImportError:  # pragma: no cover
-            pass
+        # Objectives (obsad.train) and the log pipeline's models (obsad.logs.model) register themselves on import.
+        import importlib
+
+        for module in ("obsad.train.objectives", "obsad.logs.model"):
+            importlib.import_module(module)
+            if name in _REGISTRY:
+                break
     if name not in _REGISTRY:
         raise ValueError(f"unknown model class {name!r} in {CONFIG_FILE}")
     return _REGISTRY[name]
