@@ -285,37 +285,44 @@ class DrainParser(BaseEstimator):
                              "count": np.asarray(self.counts_, dtype=np.int64)})
 
     # ------------------------------------------------------------------ persistence (plain JSON, no pickle)
-    def save(self, path: str | os.PathLike):
-        """Write parameters, masks and templates as plain JSON (atomic); :meth:`load` rebuilds an identical parser.
+    def to_dict(self) -> dict:
+        """Parameters, masks and templates as a plain JSON-able dict (what :meth:`save` writes).
 
         The masks are stored as applied, so a later change to :data:`MASKS` does not change a saved parser.
         """
         check_is_fitted(self, "templates_")
         params = self.get_params()
         params["extra_masks"] = [list(m) for m in _check_masks(params["extra_masks"])]
-        doc = {"kind": SAVE_KIND, "version": SAVE_VERSION, "params": params,
-               "drain3": {"depth": int(self.depth_), "mask_prefix": MASK_PREFIX, "mask_suffix": MASK_SUFFIX,
-                          "parametrize_numeric_tokens": False, "match_strategy": MATCH_STRATEGY},
-               "masks": [list(m) for m in self.masks_],
-               "templates": list(self.templates_),
-               "counts": [int(c) for c in self.counts_]}
-        return write_json(doc, path)
+        return {"kind": SAVE_KIND, "version": SAVE_VERSION, "params": params,
+                "drain3": {"depth": int(self.depth_), "mask_prefix": MASK_PREFIX, "mask_suffix": MASK_SUFFIX,
+                           "parametrize_numeric_tokens": False, "match_strategy": MATCH_STRATEGY},
+                "masks": [list(m) for m in self.masks_],
+                "templates": list(self.templates_),
+                "counts": [int(c) for c in self.counts_]}
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "DrainParser":
-        """Read a parser written by :meth:`save`."""
-        doc = read_json(path)
+    def from_dict(cls, doc: dict, source: str = "parser state") -> "DrainParser":
+        """Rebuild the parser :meth:`to_dict` described (``ValueError`` naming ``source`` if it is not one)."""
         if not isinstance(doc, dict) or doc.get("kind") != SAVE_KIND:
-            raise ValueError(f"{path}: not a saved DrainParser")
+            raise ValueError(f"{source}: not a saved DrainParser")
         if doc.get("version") != SAVE_VERSION:
-            raise ValueError(f"{path}: unsupported DrainParser file version {doc.get('version')!r}")
+            raise ValueError(f"{source}: unsupported DrainParser file version {doc.get('version')!r}")
         params = dict(doc["params"])
         params["extra_masks"] = tuple(tuple(m) for m in params.get("extra_masks", ()))
         parser = cls(**params)
         templates, counts = [str(t) for t in doc["templates"]], np.asarray(doc["counts"], dtype=np.int64)
         if len(templates) != len(counts):
-            raise ValueError(f"{path}: {len(templates)} templates but {len(counts)} counts")
+            raise ValueError(f"{source}: {len(templates)} templates but {len(counts)} counts")
         parser.masks_, parser.depth_ = _check_masks(doc["masks"]), int(doc["drain3"]["depth"])
         parser.templates_, parser.n_templates_, parser.counts_ = templates, len(templates), counts
         parser.miner_ = parser._matcher(parser.masks_, parser.depth_, templates)
         return parser
+
+    def save(self, path: str | os.PathLike):
+        """Write :meth:`to_dict` as plain JSON (atomic); :meth:`load` rebuilds an identical parser."""
+        return write_json(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "DrainParser":
+        """Read a parser written by :meth:`save`."""
+        return cls.from_dict(read_json(path), source=str(path))
