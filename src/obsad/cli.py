@@ -125,6 +125,68 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_parquet_out(path: Path) -> None:
+    if path.suffix.lower() != ".parquet":
+        raise UserError(f"--out must be a .parquet file, got {path}")
+
+
+def _cmd_logs_parse(args: argparse.Namespace) -> int:
+    from obsad.io import write_parquet
+    from obsad.logs.pipeline import parse_log_lines
+    from obsad.runtime import Stopwatch
+
+    _check_parquet_out(args.out)
+    watch = Stopwatch()
+    lines, report = parse_log_lines(args.logs, args.format)
+    write_parquet(lines, args.out)
+    print(report.summary())
+    n_templates = int(lines["template_id"].max()) + 1 if len(lines) else 0
+    print(f"parsed {len(lines):,} lines into {n_templates:,} templates "
+          f"({len(lines) / max(watch.seconds, 1e-9):,.0f} lines/s)")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_logs_fit(args: argparse.Namespace) -> int:
+    from obsad.logs.formats import read_labels
+    from obsad.logs.pipeline import fit_log_pipeline
+
+    labels = read_labels(args.labels) if args.labels is not None else None
+    pipeline = fit_log_pipeline(args.logs, args.format, seed=args.seed, labels=labels, progress=not args.quiet)
+    path = pipeline.save(args.out)
+    c = pipeline.config
+    print(f"{c['n_lines']:,} lines, {c['n_sessions']:,} sessions: {c['sessions']['train']:,} to train, "
+          f"{c['sessions']['val']:,} to stop early, {c['sessions']['test']:,} to calibrate")
+    if c["sessions_excluded_as_anomalous"]:
+        print(f"{c['sessions_excluded_as_anomalous']:,} sessions labelled anomalous were left out")
+    if c["sessions_trimmed_as_outlying"]:
+        print(f"{c['sessions_trimmed_as_outlying']:,} sessions far above the others' scores were set aside as "
+              "probable anomalies before the final training (pass --labels to use known labels instead)")
+    print(f"{c['n_templates']:,} templates in the training vocabulary; {c['epochs_run']} epochs")
+    print(f"threshold {pipeline.rule.threshold_:.4g} on {pipeline.rule.column}: the "
+          f"{pipeline.rule.threshold_percentile}th percentile of the calibration sessions; sessions with more than "
+          f"{pipeline.rule.unseen_rate_limit:.0%} unseen templates are flagged too")
+    print(f"fitted in {pipeline.timings['fit_seconds']:.1f} s; wrote model package {path}")
+    return 0
+
+
+def _cmd_logs_score(args: argparse.Namespace) -> int:
+    from obsad.io import write_parquet
+    from obsad.logs.pipeline import load_log_pipeline
+
+    _check_parquet_out(args.out)
+    if not args.model.is_dir():
+        raise UserError(f"--model {args.model}: not a model package directory")
+    pipeline = load_log_pipeline(args.model)
+    scores, report = pipeline.score_file(args.logs)
+    print(report.summary())
+    write_parquet(scores, args.out)
+    flagged = int(scores["is_anomaly"].sum())
+    print(f"scored {len(scores):,} sessions: {flagged:,} flagged ({flagged / max(len(scores), 1):.2%})")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="obsad", description=__doc__.splitlines()[0])
     from obsad import __version__
@@ -165,6 +227,29 @@ def build_parser() -> argparse.ArgumentParser:
     sco.add_argument("--explain-all", action="store_true",
                      help="fill top_features for every event (default: for the flagged events only)")
     sco.set_defaults(run=_cmd_score)
+
+    logs = verbs.add_parser("logs", help="raw HDFS / OpenStack logs: templates, sessions, next-template model")
+    log_verbs = logs.add_subparsers(dest="log_verb", required=True, metavar="VERB")
+    formats = ("hdfs", "openstack")
+    lpa = log_verbs.add_parser("parse", help="template every line (Drain3); write one row per line (Parquet)")
+    lpa.add_argument("--format", choices=formats, required=True, help="line format (Loghub layout)")
+    lpa.add_argument("--logs", type=Path, required=True, help="raw log file (plain or .gz)")
+    lpa.add_argument("--out", type=Path, required=True, help="output .parquet file")
+    lpa.set_defaults(run=_cmd_logs_parse)
+    lfi = log_verbs.add_parser("fit", help="mine templates, train the next-template model, calibrate; write a package")
+    lfi.add_argument("--format", choices=formats, required=True, help="line format (Loghub layout)")
+    lfi.add_argument("--logs", type=Path, required=True, help="raw log file of mostly normal sessions")
+    lfi.add_argument("--labels", type=Path, default=None,
+                     help="optional anomaly_label.csv (session id, Anomaly/Normal): labelled anomalies are left out")
+    lfi.add_argument("--out", type=Path, required=True, help="model package folder to write")
+    lfi.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    lfi.add_argument("--quiet", action="store_true", help="no progress bar")
+    lfi.set_defaults(run=_cmd_logs_fit)
+    lsc = log_verbs.add_parser("score", help="score each session of a log file; write one row per session (Parquet)")
+    lsc.add_argument("--model", type=Path, required=True, help="model package folder written by obsad logs fit")
+    lsc.add_argument("--logs", type=Path, required=True, help="raw log file in the model's format")
+    lsc.add_argument("--out", type=Path, required=True, help="output .parquet file")
+    lsc.set_defaults(run=_cmd_logs_score)
     return parser
 
 
@@ -173,12 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except UserError as err:
-        print(f"obsad {args.verb}: {err}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, PermissionError, IsADirectoryError, ValueError) as err:
-        # ValueError covers OCSFLoadError and bad encoder files: the message says what to fix.
-        print(f"obsad {args.verb}: {err}", file=sys.stderr)
+    except (UserError, FileNotFoundError, PermissionError, IsADirectoryError, ValueError) as err:
+        # ValueError covers OCSFLoadError, LogFormatError, PackageError and bad encoder files: the message says what
+        # to fix.
+        verb = args.verb + (f" {args.log_verb}" if getattr(args, "log_verb", None) else "")
+        print(f"obsad {verb}: {err}", file=sys.stderr)
         return 2
 
 
