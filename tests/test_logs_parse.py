@@ -1,5 +1,6 @@
 """Template mining (obsad.logs.parse): Drain3's masking is really applied, templates are train-only and
-deterministic, save/load is plain JSON and exact, and grouping accuracy follows Loghub's definition."""
+deterministic, refinement splits what Drain merges by one word or hides behind a code (a new value goes to the
+catch-all, never to -1), save/load is plain JSON and exact, and grouping accuracy follows Loghub's definition."""
 
 import json
 import re
@@ -132,6 +133,41 @@ def test_drain3_config_holds_masking_instructions_and_its_masker_masks(hdfs):
      "Image <UUID> at (<PATH>): checking"),
     ("openstack", "Returning exception to caller req-5bb6e5e1-6f4c-4a5a-9b8c-2a0e8d7c1f11 flags 0x1f",
      "Returning exception to caller <REQ> flags <HEX>"),
+    # exceptions: a Java class with or without its message, or a "SomethingError: text", to the end of the line
+    ("hdfs", "writeBlock blk_-1608999687919862906 received exception java.io.IOException: Broken pipe",
+     "writeBlock <BLK> received exception <EXC>"),
+    ("hdfs", "writeBlock blk_-1608999687919862906 received exception java.io.EOFException",
+     "writeBlock <BLK> received exception <EXC>"),
+    ("hdfs", "PacketResponder blk_38865049064139660 1 Exception java.io.InterruptedIOException: Interruped while "
+             "waiting for IO on channel java.nio.channels.SocketChannel[closed]. 0 millis timeout left.",
+     "PacketResponder <BLK> <NUM> Exception <EXC>"),
+    ("hdfs", "10.251.71.16:50010:Failed to transfer blk_1 to 10.251.71.17:50010 got java.net.SocketTimeoutException: "
+             "63000 millis timeout while waiting for channel to be ready for read.",
+     "<IP>:Failed to transfer <BLK> to <IP> got <EXC>"),
+    ("openstack", f"[instance: {INSTANCE}] libvirtError: internal error: process exited while connecting to monitor",
+     "[instance: <UUID>] <EXC>"),
+    ("openstack", "Instance build failed: ValueError: invalid literal for int() with base 10: 'x'",
+     "Instance build failed: <EXC>"),
+    # prose is not an exception: a bare "exception"/"Exception" word, a lowercase "error:"
+    ("hdfs", "10.251.73.220:50010:Exception writing block blk_1 to mirror 10.251.73.221:50010",
+     "<IP>:Exception writing block <BLK> to mirror <IP>"),
+    ("openstack", "Error: disk full, internal error: process exited",
+     "Error: disk full, internal error: process exited"),
+    # host names: three labels or more ending in letters, next to quotes, "=", ":" and ports
+    ("openstack", "Auditing locally available compute resources for node cp-1.slowvm1.tcloud-pg0.utah.cloudlab.us",
+     "Auditing locally available compute resources for node <HOST>"),
+    ("openstack", "Successfully synced instances from host 'cp-2.slowvm1.tcloud-pg0.utah.cloudlab.us'.",
+     "Successfully synced instances from host '<HOST>'."),
+    ("openstack", "Compute_service record updated for cp-3.slowvm1.tcloud-pg0.utah.cloudlab.us:"
+                  "cp-3.slowvm1.tcloud-pg0.utah.cloudlab.us", "Compute_service record updated for <HOST>:<HOST>"),
+    ("openstack", "Final resource view: name=cp-4.slowvm1.tcloud-pg0.utah.cloudlab.us phys_ram=64172MB",
+     "Final resource view: name=<HOST> phys_ram=<NUM>"),
+    ("hdfs", "Connecting to namenode.example.com:9000 from node-7.rack2.example.com",
+     "Connecting to <HOST>:<NUM> from <HOST>"),
+    # not hosts: IPs, versions, file names, Java classes, Python modules with an underscore
+    ("hdfs", "Loaded job.jar and org.apache.hadoop.dfs.DataNode 1.2.3 from 10.251.42.84",
+     "Loaded job.jar and org.apache.hadoop.dfs.DataNode 1.2.3 from <IP>"),
+    ("openstack", "Loading nova.compute.resource_tracker", "Loading nova.compute.resource_tracker"),
 ])
 def test_masks_render_each_kind(fmt, raw, masked):
     assert DrainParser(fmt).mask([raw]).tolist() == [masked]
@@ -198,12 +234,17 @@ def test_evicted_clusters_keep_their_last_template():
 
 def test_deduplicated_mining_equals_drain3_line_by_line(hdfs, openstack):
     for fmt, (messages, _) in [("hdfs", hdfs), ("openstack", openstack)]:
-        parser = DrainParser(fmt)
-        ids = parser.fit_transform(messages)
-        reference = TemplateMiner(config=parser.miner_.config)  # same masks and Drain settings, fed line by line
+        plain = DrainParser(fmt, refine_max_values=0)  # refinement off: the templates are Drain3's own
+        ids = plain.fit_transform(messages)
+        reference = TemplateMiner(config=plain.miner_.config)  # same masks and Drain settings, fed line by line
         cluster_ids = [reference.add_log_message(m)["cluster_id"] for m in messages]
         final = {c.cluster_id: c.get_template() for c in reference.drain.clusters}
-        assert [parser.templates_[i] for i in ids] == [final[c] for c in cluster_ids]
+        drain = [final[c] for c in cluster_ids]
+        assert [plain.templates_[i] for i in ids] == drain
+        # refinement on: every line keeps its Drain3 template as the base (parent) of the template it gets
+        parser = DrainParser(fmt)
+        refined = parser.fit_transform(messages)
+        assert [parser.templates_[parser.parents_[i]] for i in refined] == drain
 
 
 def test_ids_are_deterministic_and_in_first_appearance_order(hdfs):
@@ -256,6 +297,162 @@ def test_template_table(hdfs):
     assert table["template_id"].tolist() == list(range(parser.n_templates_))
     assert table["template"].tolist() == parser.templates_
     assert table["count"].tolist() == np.bincount(ids).tolist() and table["count"].sum() == len(messages)
+
+
+# ------------------------------------------------------------------------------------------------ refinement
+LIFECYCLE = ("Started", "Stopped", "Paused", "Resumed")
+
+
+def _lifecycle(r, state):
+    return f"[instance: {_uuid(r)}] VM {state} (Lifecycle Event)"
+
+
+def test_refinement_splits_a_one_word_difference_drain_merges():
+    r = np.random.default_rng(6)
+    truth = np.array([LIFECYCLE[i] for i in r.integers(0, 4, 200)])
+    messages = [_lifecycle(r, state) for state in truth]
+    plain = DrainParser("openstack", refine_max_values=0).fit(messages)
+    assert plain.templates_ == ["[instance: <UUID>] VM <*> (Lifecycle Event)"]  # Drain alone: one word apart merges
+
+    parser = DrainParser("openstack")
+    ids = parser.fit_transform(messages)
+    assert grouping_accuracy(truth, ids) == 1.0
+    assert sorted(parser.templates_[i] for i in set(ids)) == sorted(
+        f"[instance: <UUID>] VM {state} (Lifecycle Event)" for state in LIFECYCLE)
+    base = parser.templates_.index("[instance: <UUID>] VM <*> (Lifecycle Event)")  # kept as the catch-all
+    assert parser.counts_[base] == 0 and base == parser.n_templates_ - 1  # no training line: numbered last
+    assert set(parser.parents_[ids].tolist()) == {base} and parser.parents_[base] == base
+    assert np.array_equal(parser.transform(messages), ids)
+
+
+def test_refinement_is_generic_and_keeps_a_rare_value_apart():
+    # HDFS wording: one "Interrupted." among many "terminating"; responder numbers 0-2 vary and stay <NUM>
+    r = np.random.default_rng(7)
+    term = [HDFS_EVENTS["E_term"](r) for _ in range(300)]
+    intr = [f"PacketResponder {r.integers(0, 3)} for block {_blk(r)} Interrupted." for _ in range(12)]
+    messages, truth = term + intr, np.array(["term"] * 300 + ["intr"] * 12)
+    order = r.permutation(len(messages))
+    messages, truth = [messages[i] for i in order], truth[order]
+    parser = DrainParser("hdfs")
+    ids = parser.fit_transform(messages)
+    assert grouping_accuracy(truth, ids) == 1.0
+    assert {parser.templates_[i] for i in ids} == {"PacketResponder <NUM> for block <BLK> terminating",
+                                                    "PacketResponder <NUM> for block <BLK> Interrupted."}
+    # below refine_min_count the rare word is not named, but it keeps the base to itself: still apart
+    few = DrainParser("hdfs", refine_min_count=20)
+    ids = few.fit_transform(messages)
+    assert grouping_accuracy(truth, ids) == 1.0
+    assert {few.templates_[i] for i in ids} == {"PacketResponder <NUM> for block <BLK> terminating",
+                                                "PacketResponder <NUM> for block <BLK> <*>"}
+
+
+def test_refinement_leaves_parameters_with_many_values_alone():
+    r = np.random.default_rng(8)
+    users = [f"user{i}" for i in range(12)]  # more than refine_max_values distinct words: a parameter
+    messages = [f"Accepted login for {users[i]} from {_ip(r)}" for i in r.integers(0, 12, 300)]
+    parser = DrainParser("hdfs")
+    assert set(parser.fit_transform(messages)) == {0}
+    assert parser.templates_ == ["Accepted login for <*> from <IP>"] and parser.refinements_ == {}
+    assert set(DrainParser("hdfs", refine_max_values=12).fit_transform(messages)) == set(range(12))
+
+
+def test_new_value_at_a_refined_position_maps_to_the_catch_all_not_unseen():
+    r = np.random.default_rng(9)
+    parser = DrainParser("openstack").fit([_lifecycle(r, LIFECYCLE[i]) for i in r.integers(0, 4, 200)])
+    base = parser.templates_.index("[instance: <UUID>] VM <*> (Lifecycle Event)")
+    started = parser.templates_.index("[instance: <UUID>] VM Started (Lifecycle Event)")
+    new = [_lifecycle(r, "Crashed"), _lifecycle(r, "Started"), f"[instance: {_uuid(r)}] VM Started (Power Event)"]
+    assert parser.transform(new).tolist() == [base, started, -1]  # new value: catch-all; new wording: unseen
+    assert parser.unseen_rate(parser.transform(new)) == pytest.approx(1 / 3)
+
+
+def _api(r, method, url, status, length):
+    return (f'{_ip(r)} "{method} /v2/{_hex(r)}/servers{url} HTTP/1.1" status: {status} len: {length} '
+            f"time: {r.random():.7f}")
+
+
+def test_status_codes_survive_when_constant_and_split_where_they_select_a_message():
+    r = np.random.default_rng(10)
+    kinds = r.choice(["get", "missing", "delete"], size=400, p=[0.6, 0.2, 0.2])
+    make = {"get": lambda: _api(r, "GET", f"/{_uuid(r)}", 200, r.integers(380, 2500)),
+            "missing": lambda: _api(r, "GET", f"/{_uuid(r)}", 404, 296),  # a 404's body has one fixed length
+            "delete": lambda: _api(r, "DELETE", f"/{_uuid(r)}", 204, 203)}
+    messages = [make[k]() for k in kinds]
+    assert DrainParser("openstack").mask(messages[:1])[0].count("<NUM>") == 3  # the masker hides every number
+    parser = DrainParser("openstack")
+    ids = parser.fit_transform(messages)
+    assert grouping_accuracy(kinds, ids) == 1.0
+    seen = {parser.templates_[i] for i in ids}
+    assert seen == {'<IP> "GET /v2/<HEX>/servers/<UUID> HTTP/1.1" status: 200 len: <NUM> time: <NUM>',
+                    '<IP> "GET /v2/<HEX>/servers/<UUID> HTTP/1.1" status: 404 len: <NUM> time: <NUM>',
+                    '<IP> "DELETE /v2/<HEX>/servers/<UUID> HTTP/1.1" status: 204 len: 203 time: <NUM>'}
+    # a code training never saw, or a DELETE body of another length: the catch-all with <NUM>, not unseen
+    later = parser.transform([_api(r, "GET", f"/{_uuid(r)}", 500, 310), _api(r, "DELETE", f"/{_uuid(r)}", 204, 250)])
+    assert [parser.templates_[i] for i in later] == [
+        '<IP> "GET /v2/<HEX>/servers/<UUID> HTTP/1.1" status: <NUM> len: <NUM> time: <NUM>',
+        '<IP> "DELETE /v2/<HEX>/servers/<UUID> HTTP/1.1" status: <NUM> len: <NUM> time: <NUM>']
+    assert parser.counts_[later].tolist() == [0, 0]
+
+
+def test_small_numbers_that_merely_vary_stay_masked(hdfs):
+    # responder 0/1/2 and a flavour's memory/disk/vcpus: few values, but quantities, not codes
+    r = np.random.default_rng(11)
+    claims = [OPENSTACK_EVENTS["O_claim"](r) for _ in range(300)]
+    parser = DrainParser("openstack").fit(claims)
+    assert parser.templates_ == ["[instance: <UUID>] Attempting claim: memory <NUM> MB, disk <NUM> GB, vcpus <NUM> CPU"]
+    parser = DrainParser("hdfs").fit(hdfs[0])
+    assert "PacketResponder <NUM> for block <BLK> terminating" in parser.templates_
+
+
+def test_exceptions_of_any_length_make_one_template():
+    r = np.random.default_rng(12)
+    errors = ["java.io.IOException: Broken pipe", "java.io.EOFException",
+              "java.net.SocketTimeoutException: 63000 millis timeout while waiting for channel to be ready for read."]
+    messages = [f"writeBlock {_blk(r)} received exception {errors[i]}" for i in r.integers(0, 3, 60)]
+    parser = DrainParser("hdfs")
+    assert set(parser.fit_transform(messages)) == {0}
+    assert parser.templates_ == ["writeBlock <BLK> received exception <EXC>"]
+
+
+def test_hosts_make_one_template():
+    r = np.random.default_rng(13)
+    hosts = [f"cp-{i}.slowvm1.tcloud-pg0.utah.cloudlab.us" for i in range(1, 5)]
+    messages = [f"Auditing locally available compute resources for node {hosts[i]}" for i in r.integers(0, 4, 100)]
+    parser = DrainParser("openstack")
+    assert set(parser.fit_transform(messages)) == {0}
+    assert parser.templates_ == ["Auditing locally available compute resources for node <HOST>"]
+
+
+def test_refinement_ids_are_deterministic_and_survive_save_load(tmp_path):
+    r = np.random.default_rng(14)
+    messages = [_lifecycle(r, LIFECYCLE[i]) for i in r.integers(0, 4, 120)] + \
+        [_api(r, "DELETE", f"/{_uuid(r)}", 204, 203) for _ in range(30)]
+    a, b = DrainParser("openstack"), DrainParser("openstack")
+    ids = a.fit_transform(messages)
+    assert np.array_equal(ids, b.fit_transform(list(messages))) and a.templates_ == b.templates_
+    n_seen = len(set(ids))
+    assert pd.unique(ids).tolist() == list(range(n_seen))  # lines' templates first, in order of first appearance
+    assert a.counts_[n_seen:].tolist() == [0] * (a.n_templates_ - n_seen) and n_seen < a.n_templates_
+    path = a.save(tmp_path / "parser.json")
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    assert {tuple(x["kinds"]) for x in doc["refinements"]} == {("word",), ("num", "num")}
+    loaded = DrainParser.load(path)
+    later = messages + [_lifecycle(r, "Crashed"), _api(r, "DELETE", f"/{_uuid(r)}", 500, 203), "something else"]
+    assert np.array_equal(a.transform(later), loaded.transform(later))
+    assert np.array_equal(loaded.parents_, a.parents_) and loaded.refinements_.keys() == a.refinements_.keys()
+    assert a.transform(later)[-1] == -1 and (a.transform(later)[:-1] >= 0).all()
+
+
+def test_version_1_files_load_as_plain_drain(hdfs):
+    parser = DrainParser("hdfs", refine_max_values=0).fit(hdfs[0])
+    doc = parser.to_dict()
+    doc["version"] = 1
+    del doc["refinements"]
+    for key in ("refine_max_values", "refine_min_count", "refine_min_share"):
+        del doc["params"][key]
+    loaded = DrainParser.from_dict(doc)
+    assert loaded.refine_max_values == 0 and loaded.refinements_ == {}
+    assert np.array_equal(loaded.transform(hdfs[0]), parser.transform(hdfs[0]))
 
 
 # ------------------------------------------------------------------------------------------------ persistence
@@ -334,6 +531,10 @@ def test_clear_errors():
         DrainParser("hdfs", extra_masks=[(r"\d+", "<NUM>")]).fit(["x"])
     with pytest.raises(ValueError, match="depth"):
         DrainParser("hdfs", depth=2).fit(["x"])
+    for bad in ({"refine_max_values": -1}, {"refine_max_values": 2.5}, {"refine_min_count": 0},
+                {"refine_min_share": 1.5}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            DrainParser("hdfs", **bad).fit(["x"])
     with pytest.raises(NotFittedError):
         DrainParser("hdfs").transform(["x"])
     parser = DrainParser("hdfs").fit(["Verification succeeded for blk_1"])
