@@ -102,8 +102,11 @@ def parse_log_lines(source, fmt: str, *, parser: DrainParser | None = None) -> t
     ``session_id``, ``template_id`` and ``template`` (``-1`` / missing where a given ``parser`` knows no template;
     without one, a parser is mined on the file itself), and the read report."""
     frame, report = read_log_lines(source, fmt)
-    parser = DrainParser(format=fmt).fit(frame["message"]) if parser is None else parser
-    ids = parser.transform(frame["message"])
+    if parser is None:  # mined on the file itself: one pass (mining already assigns every line its template)
+        parser = DrainParser(format=fmt)
+        ids = parser.fit_transform(frame["message"])
+    else:
+        ids = parser.transform(frame["message"])
     names = np.asarray(parser.templates_ + [None], dtype=object)
     out = pd.DataFrame({"line_no": frame["line_no"], "session_id": frame["session_id"], "template_id": ids,
                         "template": pd.Series(names[np.where(ids < 0, len(names) - 1, ids)], dtype="string")})
