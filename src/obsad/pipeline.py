@@ -37,7 +37,7 @@ import torch
 
 from .detect import EntityWindowDetector, KNNDetector, MaxZCombiner
 from .detect.base import max_by_group
-from .detect.windows import event_times, time_column
+from .detect.windows import event_times, time_column, window_vectors
 from .features import FeatureEncoder
 from .models import DEFAULT_MODEL_CONFIG, TabularResNet
 from .package import PackageError, fingerprint_frame, load_package, save_package
@@ -124,7 +124,7 @@ class FittedPipeline:
 
     def window_vectors(self, z: np.ndarray, features) -> np.ndarray:
         """What the window view averages per window: the unit-length embedding, then the numeric fields."""
-        return _window_vectors(z, features.numeric)
+        return window_vectors(z, features.numeric)
 
     def score(self, events: pd.DataFrame, *, n_top: int = 3, explain: str = "flagged") -> pd.DataFrame:
         """One row per row of ``events``, in the same order (and index).
@@ -260,17 +260,6 @@ class FittedPipeline:
         )
         self.path = Path(path)
         return self.path
-
-
-def _window_vectors(z: np.ndarray, numeric: np.ndarray) -> np.ndarray:
-    """``[unit-length embedding, numeric fields]`` in float32 (the window view works in float32)."""
-    z = np.asarray(z, dtype=np.float32)
-    numeric = np.asarray(numeric, dtype=np.float32)
-    out = np.empty((len(z), z.shape[1] + numeric.shape[1]), dtype=np.float32)
-    norm = np.sqrt(np.einsum("ij,ij->i", z, z)) + np.float32(1e-12)
-    np.divide(z, norm[:, None], out=out[:, :z.shape[1]])
-    out[:, z.shape[1]:] = numeric
-    return out
 
 
 def _join_codes(codes: np.ndarray, names: list[str]) -> np.ndarray:
@@ -416,7 +405,7 @@ def assemble_pipeline(
         threshold_percentile=threshold_percentile)
     members = [train_scores[late]]
     if window_detector is not None:
-        members.append(window_detector.score_samples((events[late], _window_vectors(z[late], features.numeric[late]))))
+        members.append(window_detector.training_scores_)  # its calibration scores: the `late` events, in order
     combiner = MaxZCombiner(threshold_percentile=threshold_percentile).fit(np.column_stack(members))
     config = {
         "format": PIPELINE_FORMAT,
@@ -465,7 +454,7 @@ def _fit_window_view(events: pd.DataFrame, encoder: FeatureEncoder, features, z:
         early = every
     detector = EntityWindowDetector(encoder, n_embedding=z.shape[1], field_names=list(features.numeric_names),
                                     window=window, threshold_percentile=threshold_percentile)
-    vectors = _window_vectors(z, features.numeric)
+    vectors = window_vectors(z, features.numeric)
     try:
         detector.fit((events[early], vectors[early]), calibration=(events[late], vectors[late]))
     except ValueError as exc:  # e.g. no entity column with values

@@ -19,7 +19,7 @@ from .baselines import BestSingleField, FrequencyEncoder, IsolationForestDetecto
 from .ensemble import MaxZCombiner, RankEnsemble
 from .neighbors import KNNDetector, LOFDetector
 from .surprise import FieldSurpriseDetector
-from .windows import EntityWindowDetector
+from .windows import EntityWindowDetector, window_vectors
 
 __all__ = [
     "BaseDetector",
@@ -34,4 +34,5 @@ __all__ = [
     "RankEnsemble",
     "column_aurocs",
     "encoded_matrix",
+    "window_vectors",
 ]

@@ -101,6 +101,18 @@ class _Windows:
     bucket_events: np.ndarray | None = None  # [n_windows] events of the view in the window's time bucket
 
 
+def window_vectors(z: np.ndarray, numeric: np.ndarray) -> np.ndarray:
+    """What the detector averages per window, in float32: the unit-length embedding, then the numeric fields
+    (``n_embedding = z.shape[1]``, ``field_names`` = the numeric fields' names)."""
+    z = np.asarray(z, dtype=np.float32)
+    numeric = np.asarray(numeric, dtype=np.float32)
+    out = np.empty((len(z), z.shape[1] + numeric.shape[1]), dtype=np.float32)
+    norm = np.sqrt(np.einsum("ij,ij->i", z, z)) + np.float32(1e-12)
+    np.divide(z, norm[:, None], out=out[:, :z.shape[1]])
+    out[:, z.shape[1]:] = numeric
+    return out
+
+
 def time_column(encoder) -> tuple[str, str | None]:
     """The timestamp column windows are cut from (the encoder's most complete one) and its epoch unit."""
     stamps = [st for st in encoder.columns_ if st["role"] == "timestamp"]

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
+
+from ..detect.base import BaseDetector
 
 __all__ = ["SessionRule", "template_counts"]
 
@@ -41,18 +42,19 @@ def template_counts(sequences, n_templates: int, *, log: bool = True) -> np.ndar
     return np.log1p(counts) if log else counts
 
 
-class SessionRule(BaseEstimator):
+class SessionRule(BaseDetector):
     """An alarm on one column of the session scores, calibrated on normal sessions, plus the unseen-template rule.
 
     ``fit(normal_scores)`` sets ``threshold_`` to the ``threshold_percentile`` percentile of ``normal_scores[column]``
-    (a table from :func:`obsad.logs.model.score_sessions`, normal validation sessions only). ``predict(scores)``
-    flags ``score > threshold_`` or ``unseen_rate > unseen_rate_limit`` (``None`` switches that rule off).
+    (a table from :func:`obsad.logs.model.score_sessions`, normal validation sessions only), through the same
+    calibration as every :mod:`obsad.detect` detector. ``predict(scores)`` flags ``score > threshold_`` or
+    ``unseen_rate > unseen_rate_limit`` (``None`` switches that rule off).
     """
 
     def __init__(self, column: str = "mean_nll", threshold_percentile: float = 99.5,
                  unseen_rate_limit: float | None = 0.05):
+        super().__init__(threshold_percentile=threshold_percentile)
         self.column = column
-        self.threshold_percentile = threshold_percentile
         self.unseen_rate_limit = unseen_rate_limit
 
     def _values(self, scores: pd.DataFrame, column: str) -> np.ndarray:
@@ -62,21 +64,15 @@ class SessionRule(BaseEstimator):
             raise ValueError(f"session scores have no {column!r} column (columns: {', '.join(scores.columns)})")
         return scores[column].to_numpy(dtype=np.float64)
 
-    def fit(self, normal_scores: pd.DataFrame, y=None) -> "SessionRule":
-        if not 0.0 < float(self.threshold_percentile) <= 100.0:
-            raise ValueError(f"threshold_percentile must be in (0, 100], got {self.threshold_percentile}")
-        values = self._values(normal_scores, self.column)
+    def _fit(self, X, y=None) -> np.ndarray:
+        values = self._values(X, self.column)
         values = values[np.isfinite(values)]
         if values.size == 0:
             raise ValueError("no normal session scores to calibrate the threshold on")
-        self.reference_ = np.sort(values)
-        self.threshold_ = float(np.percentile(values, self.threshold_percentile))
-        return self
+        return values
 
-    def score_samples(self, scores: pd.DataFrame) -> np.ndarray:
-        """The rule's score column (higher = more anomalous)."""
-        check_is_fitted(self, "threshold_")
-        return self._values(scores, self.column)
+    def _score(self, X) -> np.ndarray:
+        return self._values(X, self.column)
 
     def predict(self, scores: pd.DataFrame) -> np.ndarray:
         """Boolean flags: above the threshold, or too many templates unseen in training."""
@@ -87,18 +83,18 @@ class SessionRule(BaseEstimator):
 
     def percentile_of(self, scores: pd.DataFrame) -> np.ndarray:
         """Where each session's score falls among the normal calibration sessions' (0..100)."""
-        values = self.score_samples(scores)
-        return 100.0 * np.searchsorted(self.reference_, values, side="right") / self.reference_.size
+        return super().percentile_of(self.score_samples(scores))
 
     def to_state(self) -> dict:
         check_is_fitted(self, "threshold_")
         return {"column": self.column, "threshold_percentile": float(self.threshold_percentile),
                 "unseen_rate_limit": self.unseen_rate_limit, "threshold_": self.threshold_,
-                "reference_": [float(v) for v in self.reference_]}
+                "reference_": [float(v) for v in self.train_scores_]}
 
     @classmethod
     def from_state(cls, state: dict) -> "SessionRule":
         rule = cls(state["column"], float(state["threshold_percentile"]), state["unseen_rate_limit"])
+        reference = np.asarray(state["reference_"], dtype=np.float64)
+        rule.training_scores_, rule.train_scores_ = reference, np.sort(reference)
         rule.threshold_ = float(state["threshold_"])
-        rule.reference_ = np.asarray(state["reference_"], dtype=np.float64)
         return rule

@@ -49,6 +49,15 @@ def _template_sequences(sessions: pd.DataFrame, ids: np.ndarray) -> list[np.ndar
     return [ids[rows] for rows in sessions["rows"]]
 
 
+def _session_template_ids(frame: pd.DataFrame, parser: DrainParser) -> np.ndarray:
+    """Template ids of the lines that belong to a session (``-1`` elsewhere: those lines are never scored)."""
+    ids = np.full(len(frame), -1, dtype=np.int64)
+    in_session = frame["session_id"].notna().to_numpy()
+    if in_session.any():
+        ids[in_session] = parser.transform(frame["message"][in_session])
+    return ids
+
+
 def _max_len(lengths: np.ndarray) -> int:
     """Encoded chunk length: room for the 99th-percentile session plus its begin and end tokens, 16..256."""
     q99 = float(np.quantile(lengths, 0.99)) if len(lengths) else 0.0
@@ -73,7 +82,7 @@ class LogPipeline:
         ``n_events``, ``score`` (the rule's column; higher = more anomalous), ``percentile`` (among the normal
         calibration sessions), ``is_anomaly``, then every session score and the unseen-template rate."""
         sessions = log_sessions(frame)
-        ids = self.parser.transform(frame["message"])
+        ids = _session_template_ids(frame, self.parser)
         scores = score_sessions(self.model, _template_sequences(sessions, ids), k=int(self.config["top_k"]))
         out = sessions[["session_id", "start", "n_events"]].copy()
         out["score"] = self.rule.score_samples(scores)
@@ -167,7 +176,7 @@ def fit_log_pipeline(
         """Mine the vocabulary on the training sessions, train on them, stop early on the validation ones."""
         rows = np.concatenate(sessions["rows"][split == "train"].to_numpy())
         parser = DrainParser(format=fmt).fit(frame["message"].iloc[np.sort(rows)])
-        sequences = _template_sequences(sessions, parser.transform(frame["message"]))
+        sequences = _template_sequences(sessions, _session_template_ids(frame, parser))
         part = {name: [s for s, p in zip(sequences, split) if p == name] for name in ("train", "val", "test")}
         seed_everything(seed)
         model = NextTokenTransformer(parser.n_templates_, d_model=d_model, n_heads=4, n_layers=n_layers,
