@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..package import PackageError, load_package, save_package
 from ..runtime import Stopwatch, seed_everything
