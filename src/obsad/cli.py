@@ -69,6 +69,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     events, report = load_events(args.events)
     print(report.summary())
+    if args.labels is not None:
+        return _fit_two_stage(args, events, report)
     watch = Stopwatch()
     window = None if args.window.lower() == "none" else args.window
     if window is not None:
@@ -100,6 +102,73 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit_two_stage(args: argparse.Namespace, events, report) -> int:
+    """``obsad fit --labels``: masked pretraining on every event, a classification head on the labelled ones."""
+    from obsad.labels import read_labels
+    from obsad.runtime import Stopwatch
+    from obsad.train.two_stage import TwoStageConfig, encode_labels, fit_two_stage
+
+    labels = read_labels(args.labels, events, id_column=args.id_column, n_input=report.n_input)
+    encode_labels(labels, args.normal_label)  # class checks before anything is trained
+    watch = Stopwatch()
+    config = TwoStageConfig(seed=args.seed, progress=not args.quiet)
+    model = fit_two_stage(events, labels, config, normal_class=args.normal_label)
+    path = model.save(args.out)
+    summary = model.summary
+    per_class = ", ".join(f"{name} {n:,}" for name, n in summary["labels_per_class"].items())
+    print(f"two-stage fit on {len(events):,} events ({summary['n_labels']:,} labelled: {per_class}) "
+          f"in {watch.seconds:.1f} s")
+    print(f"stage 1: masked-feature pretraining, {summary.get('pretrain_epochs', 0)} epochs; stage 2: frozen "
+          f"encoder + head at {config.head_lr:.0e} ({config.head_lr_ratio} x base), "
+          f"{summary['n_validation_labels']:,} latest labels held out")
+    print(f"threshold {model.threshold_:.4g} on 1 - P({args.normal_label}): the {model.threshold_percentile}th "
+          f"percentile of the events not labelled as anomalies ({summary['share_flagged']:.2%} of them flagged)")
+    print(f"wrote model package {path} ({model.package_name})")
+    return 0
+
+
+def _package_format(directory: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads((directory / "config.json").read_text(encoding="utf-8")).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None  # the package loader says what is wrong
+
+
+def _score_two_stage(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from obsad.io import write_parquet
+    from obsad.ocsf.load import load_events
+    from obsad.train.two_stage import load_two_stage_model, predict_anomalies
+
+    model, _, _ = load_two_stage_model(args.model)
+    columns = list(dict.fromkeys(model.input_columns + ["metadata.uid", "time"]))
+    events, report = load_events(args.events, columns=columns)
+    print(report.summary())
+    answer = predict_anomalies(model, events).reset_index(drop=True)
+    out = events[[c for c in ("metadata.uid", "time") if c in events.columns]].reset_index(drop=True)
+    out = out.rename(columns={"metadata.uid": "event_uid"})
+    out["score"] = answer["anomaly_score"].to_numpy()
+    out["is_anomaly"] = answer["is_anomaly"].to_numpy()
+    out["predicted_class"] = answer["predicted_class"].astype(str).to_numpy()
+    out["class_probability"] = answer["class_probability"].to_numpy()
+    top = np.full(len(out), "", dtype=object)
+    explain = np.ones(len(out), dtype=bool) if args.explain_all else out["is_anomaly"].to_numpy()
+    if explain.any():
+        top[explain] = model.explain(events.iloc[np.flatnonzero(explain)])
+    out["top_features"] = top
+    write_parquet(out, args.out)
+    flagged = out["is_anomaly"].to_numpy()
+    by_class = out.loc[flagged, "predicted_class"].value_counts()
+    detail = ", ".join(f"{n:,} {name}" for name, n in by_class.items())
+    print(f"scored {len(out):,} events: {int(flagged.sum()):,} above the threshold ({flagged.mean():.2%})"
+          f"{': ' + detail if detail else ''}")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     from obsad.io import write_parquet
     from obsad.ocsf.load import load_events
@@ -109,6 +178,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
         raise UserError(f"--out must be a .parquet file, got {args.out}")
     if not args.model.is_dir():
         raise UserError(f"--model {args.model}: not a model package directory")
+    from obsad.train.two_stage import PACKAGE_FORMAT
+
+    if _package_format(args.model) == PACKAGE_FORMAT:
+        return _score_two_stage(args)
     pipeline = load_pipeline(args.model)
     for warning in pipeline.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -217,6 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--window", default="1h",
                      help="window length of the window view (entities over time), e.g. 30min, 1h; 'none' to "
                           "score events one by one only (default 1h)")
+    fit.add_argument("--labels", type=Path, default=None,
+                     help="analyst labels (Parquet or CSV: a 'label' column and 'row' or the --id-column): "
+                          "two-stage training, masked pretraining on every event then a classification head")
+    fit.add_argument("--id-column", default=None,
+                     help="column of the label file matching the events' field of the same name (default: 'row', "
+                          "0-based positions in --events)")
+    fit.add_argument("--normal-label", default="normal", help="the label of ordinary events (default 'normal')")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
     fit.set_defaults(run=_cmd_fit)
 

@@ -3,9 +3,11 @@
 - :class:`TabularResNet` — per-field categorical embeddings (width from the field's cardinality, vectorised
   lookups) + numeric block -> input projection -> pre-norm residual MLP blocks -> LayerNorm;
 - :class:`ProjectionHead` (contrastive) and :class:`MaskedFeatureHead` (masked-feature reconstruction);
+- :class:`ClassificationHead` and :class:`EventClassifier` (encoder + head; the two-stage procedure's model);
 - :func:`save_model` / :func:`load_model` — ``config.json`` + ``weights.safetensors``, no pickle.
 """
 
+from .classifier import ClassificationHead, EventClassifier
 from .tabular import (
     DEFAULT_MODEL_CONFIG,
     FieldEmbedding,
@@ -21,7 +23,9 @@ from .tabular import (
 )
 
 __all__ = [
+    "ClassificationHead",
     "DEFAULT_MODEL_CONFIG",
+    "EventClassifier",
     "FieldEmbedding",
     "MaskedFeatureHead",
     "MaskedPrediction",

@@ -23,8 +23,9 @@ How a run is made reproducible and resumable
 Checkpoint format: ``torch.save`` of a dict holding only tensors, lists, dicts, strings, numbers, booleans and
 ``None``, read back with ``torch.load(weights_only=True)`` (no arbitrary pickled objects), written atomically.
 Files in ``checkpoint_dir``: ``last.pt`` (written every ``checkpoint_every_samples`` samples, at the end of every
-epoch, on an interrupt and at the end), ``best_<name>_e<epoch>_<val_loss>.pt`` (only the current best is kept)
-and the index ``checkpoints.json`` naming both.
+epoch, on an interrupt and at the end), ``best_<name>_e<epoch>_<val_loss>.pt`` (only the current best is kept;
+``Trainer(best_name=...)`` sets another pattern, e.g. the two-stage procedure's
+``pretrain_<model>_<epoch>_<val_loss>``) and the index ``checkpoints.json`` naming both.
 
 Interrupts: a Ctrl-C (SIGINT, also a Jupyter "interrupt kernel") during :meth:`Trainer.fit` is deferred to the end
 of the current step; the trainer then writes ``last.pt`` and re-raises ``KeyboardInterrupt``. A second Ctrl-C
@@ -70,6 +71,8 @@ CHECKPOINT_FORMAT = "obsad-checkpoint"
 CHECKPOINT_VERSION = 1
 INDEX_NAME = "checkpoints.json"
 LAST_NAME = "last.pt"
+#: The best checkpoint's file name (without ``.pt``); ``Trainer(best_name=...)`` changes it per run.
+BEST_NAME = "best_{name}_e{epoch:03d}_{val_loss:.4f}"
 
 #: Config fields that change the arithmetic of a run; a resume refuses a checkpoint written with other values.
 _RESUME_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_fraction", "min_lr_ratio", "grad_clip", "seed")
@@ -350,20 +353,27 @@ class Trainer:
         config: TrainConfig | None = None,
         checkpoint_dir: str | os.PathLike | None = None,
         name: str = "run",
+        best_name: str = BEST_NAME,
     ) -> None:
         self.config = config or TrainConfig()
         self.name = name
+        self.best_name = best_name
+        best_name.format(name="x", epoch=1, val_loss=0.5)  # a bad template fails here, not after the first epoch
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.device: Device = pick_device(self.config.device)
         self.objective = objective.to(self.device.name)
-        decay, no_decay = [], []
-        for p in self.objective.parameters():
-            if p.requires_grad:
-                (decay if p.ndim >= 2 else no_decay).append(p)  # no decay on biases and norm gains
-        if not decay and not no_decay:
+        # an objective may train parts of itself at a fraction of the learning rate (a fine-tuned block):
+        # ``parameter_groups()`` -> [(parameters, lr_scale), ...]; by default every parameter at scale 1
+        scaled = (objective.parameter_groups() if hasattr(objective, "parameter_groups")
+                  else [(list(objective.parameters()), 1.0)])
+        groups = []
+        for params, scale in scaled:
+            decay = [p for p in params if p.requires_grad and p.ndim >= 2]  # no decay on biases and norm gains
+            no_decay = [p for p in params if p.requires_grad and p.ndim < 2]
+            groups += [g for g in ({"params": decay, "weight_decay": self.config.weight_decay, "lr_scale": scale},
+                                   {"params": no_decay, "weight_decay": 0.0, "lr_scale": scale}) if g["params"]]
+        if not groups:
             raise ValueError("the objective has no trainable parameters")
-        groups = [g for g in ({"params": decay, "weight_decay": self.config.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
         # multi-tensor kernels: fused on CUDA, foreach on the CPU (far fewer Python calls per step than the default)
         self._adam_impl = {"fused": True, "foreach": None} if self.device.is_cuda else {"fused": None, "foreach": True}
         betas = tuple(float(b) for b in self.config.betas)
@@ -512,7 +522,7 @@ class Trainer:
         cfg = self.config
         lr = cfg.lr * lr_factor(self.step, self.total_steps, self.warmup_steps, cfg.min_lr_ratio)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * float(group.get("lr_scale", 1.0))
         self.optimizer.zero_grad(set_to_none=True)
         with self.device.autocast():
             out = self.objective(batch)
@@ -709,7 +719,8 @@ class Trainer:
         if self.checkpoint_dir is None:
             return
         old = self.best_path
-        path = self.checkpoint_dir / f"best_{_safe_name(self.name)}_e{self.epoch:03d}_{self.best_val_loss:.4f}.pt"
+        stem = self.best_name.format(name=_safe_name(self.name), epoch=self.epoch, val_loss=self.best_val_loss)
+        path = self.checkpoint_dir / f"{stem}.pt"
         self.best_path = path
         self._write(self._state("best"), path)
         self._write_index()
