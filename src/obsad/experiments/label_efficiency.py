@@ -132,8 +132,9 @@ class TreeClassifier:
 
 def evaluate_run(true_class: np.ndarray, predicted_class: np.ndarray | None, anomaly_score: np.ndarray,
                  threshold: float, classes: list[str], normal_class: str = "normal") -> dict:
-    """Measures on the later period: ``AUPRC``, ``F1`` (anomaly vs normal at ``threshold``), ``macro-F1`` and
-    ``recall:<class>`` of the predicted class over ``classes`` (``None``: a method that names no class)."""
+    """Measures on the later period: ``AUPRC``, ``F1`` (anomaly vs normal at ``threshold``), ``caught:<class>``
+    (share of each anomalous class above the threshold), ``macro-F1`` and ``recall:<class>`` of the predicted
+    class over ``classes`` (``None``: a method that names no class)."""
     true_class = np.asarray(true_class, dtype=object)
     y = true_class != normal_class
     score = np.asarray(anomaly_score, dtype=np.float64)
@@ -141,6 +142,9 @@ def evaluate_run(true_class: np.ndarray, predicted_class: np.ndarray | None, ano
     out = {"AUPRC": float(average_precision_score(y, score)) if y.any() else float("nan"),
            "F1": float(f1_score(y, flagged, zero_division=0)),
            "flagged": float(flagged.mean())}
+    for c in classes:  # which kinds of anomaly the alarms catch, whatever class they are given
+        if c != normal_class and (true_class == c).any():
+            out[f"caught:{c}"] = float(flagged[true_class == c].mean())
     if predicted_class is not None:
         predicted_class = np.asarray(predicted_class, dtype=object)
         out["macro-F1"] = float(f1_score(true_class, predicted_class, labels=classes, average="macro",

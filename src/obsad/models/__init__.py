@@ -4,10 +4,13 @@
   lookups) + numeric block -> input projection -> pre-norm residual MLP blocks -> LayerNorm;
 - :class:`ProjectionHead` (contrastive) and :class:`MaskedFeatureHead` (masked-feature reconstruction);
 - :class:`ClassificationHead` and :class:`EventClassifier` (encoder + head; the two-stage procedure's model);
+- :class:`EventSequenceEncoder` (a small Transformer over a window of one entity's events) and its pretext
+  task :class:`MaskedEventObjective` (reconstruct hidden events);
 - :func:`save_model` / :func:`load_model` — ``config.json`` + ``weights.safetensors``, no pickle.
 """
 
 from .classifier import ClassificationHead, EventClassifier
+from .sequence import EventSequenceEncoder, MaskedEventObjective
 from .tabular import (
     DEFAULT_MODEL_CONFIG,
     FieldEmbedding,
@@ -26,6 +29,8 @@ __all__ = [
     "ClassificationHead",
     "DEFAULT_MODEL_CONFIG",
     "EventClassifier",
+    "EventSequenceEncoder",
+    "MaskedEventObjective",
     "FieldEmbedding",
     "MaskedFeatureHead",
     "MaskedPrediction",

@@ -42,7 +42,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from obsad.features import FeatureEncoder
-from obsad.models import DEFAULT_MODEL_CONFIG, ClassificationHead, EventClassifier, TabularResNet
+from obsad.models import (
+    DEFAULT_MODEL_CONFIG,
+    ClassificationHead,
+    EventClassifier,
+    EventSequenceEncoder,
+    MaskedEventObjective,
+    TabularResNet,
+)
 from obsad.runtime import seed_everything
 
 from .objectives import MaskedFeatureObjective, ObjectiveOutput
@@ -59,7 +66,9 @@ __all__ = [
     "neutral_values",
     "predict_anomalies",
     "pretrain_encoder",
+    "pretrain_sequence_encoder",
     "train_classifier",
+    "train_head",
 ]
 
 PACKAGE_FORMAT = "obsad-two-stage"
@@ -73,8 +82,11 @@ FINETUNE_NAME = "finetune_{name}_{epoch}_{val_loss:.4f}"
 class TwoStageConfig:
     """Hyper-parameters of the procedure; JSON-able (``to_dict``).
 
-    ``pretrain_steps`` / ``head_steps``: optimisation steps, turned into whole epochs. ``min_val_labels``: below
-    that many labels, none are held out for validation (every label is needed to train; the last epoch is kept).
+    ``pretrain_steps``: stage 1's optimisation steps, turned into whole epochs. ``head_steps``: stage 2's steps
+    *at the base rate*; at ``head_lr_ratio`` of it, stage 2 takes ``head_steps / head_lr_ratio`` steps
+    (:attr:`stage2_steps`), so that a lower rate is not also a shorter training: the two-stage head and the
+    single-stage network get the same budget of rate x steps. ``min_val_labels``: below that many labels, none
+    are held out for validation (every label is needed to train; the last epoch is kept).
     """
 
     model_name: str = "tabular_resnet"
@@ -83,7 +95,7 @@ class TwoStageConfig:
     pretrain_steps: int = 300
     mask_prob: float = 0.2
     head_lr_ratio: float = 0.1
-    head_steps: int = 1000
+    head_steps: int = 500
     head_batch_size: int = 64
     head_hidden: int = 64
     head_dropout: float = 0.1
@@ -113,6 +125,11 @@ class TwoStageConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def stage2_steps(self) -> int:
+        """Stage 2's optimisation steps: ``head_steps`` at the base rate, ``head_steps / head_lr_ratio`` below it."""
+        return int(round(int(self.head_steps) * float(self.base_lr) / self.head_lr))
 
     @property
     def head_lr(self) -> float:
@@ -197,6 +214,28 @@ def pretrain_encoder(features, val=None, config: TwoStageConfig | None = None,
     return objective.encoder.cpu().eval(), history
 
 
+def pretrain_sequence_encoder(tokens: np.ndarray, valid: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None = None,
+                              config: TwoStageConfig | None = None, checkpoint_dir: str | os.PathLike | None = None,
+                              **encoder_options) -> tuple[EventSequenceEncoder, TrainHistory]:
+    """Stage 1 for windows: a :class:`~obsad.models.EventSequenceEncoder` pretrained by hiding whole events of
+    each window (``tokens [n, L, d_event]``, ``valid [n, L]``, from
+    :func:`obsad.features.sequences.window_tokens`) and reconstructing them. ``encoder_options`` go to the
+    encoder (seed defaults: ``d_model=32``, ``n_heads=4``). Best epoch on ``val``:
+    ``pretrain_<model>_sequence_<epoch>_<val_loss>.pt``."""
+    config = config or TwoStageConfig()
+    seed_everything(config.seed)
+    tokens = np.asarray(tokens, dtype=np.float32)
+    encoder = EventSequenceEncoder(tokens.shape[2], max_len=tokens.shape[1], **encoder_options)
+    objective = MaskedEventObjective(encoder, mask_prob=config.mask_prob)
+    train_config = TrainConfig(epochs=_epochs_for(config.pretrain_steps, len(tokens), config.batch_size),
+                               batch_size=config.batch_size, lr=config.base_lr, seed=config.seed,
+                               device=config.device, progress=config.progress, restore_best=val is not None)
+    val_data = None if val is None else {"tokens": np.asarray(val[0], dtype=np.float32), "valid": np.asarray(val[1])}
+    history = Trainer(objective, train_config, checkpoint_dir=checkpoint_dir, name=f"{config.model_name}_sequence",
+                      best_name=PRETRAIN_NAME).fit({"tokens": tokens, "valid": np.asarray(valid)}, val_data)
+    return objective.encoder.cpu().eval(), history
+
+
 def _labelled(features, rows: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
     return {"numeric": features.numeric[rows], "categorical": features.categorical[rows], "label": y}
 
@@ -231,13 +270,6 @@ def train_classifier(encoder: TabularResNet | None, features, rows: np.ndarray, 
         classifier.freeze(trainable_blocks=1 if config.unfreeze_last_block else 0)
     weights = balanced_class_weights(y, n_classes) if config.class_weighting == "balanced" else None
     objective = ClassificationObjective(classifier, weights, block_lr_scale=config.unfreeze_lr_ratio)
-    # a few labels make an epoch of one step, and each epoch ends with a validation and a record: repeat the
-    # labelled set so that an epoch has about MIN_STEPS_PER_EPOCH steps (a shuffled pass over the copies)
-    copies = max(1, math.ceil(MIN_STEPS_PER_EPOCH * min(config.head_batch_size, len(rows)) / len(rows)))
-    rows, y = np.tile(rows, copies), np.tile(y, copies)
-    train_config = TrainConfig(epochs=_epochs_for(config.head_steps, len(rows), config.head_batch_size),
-                               batch_size=config.head_batch_size, lr=config.head_lr, seed=config.seed,
-                               device=config.device, progress=config.progress, restore_best=val is not None)
     if config.use_two_stage and not config.unfreeze_last_block:
         # nothing before the head trains: encode the labelled events once, and train the head on the encodings
         def data(r, labels):
@@ -246,9 +278,63 @@ def train_classifier(encoder: TabularResNet | None, features, rows: np.ndarray, 
     else:
         def data(r, labels):
             return _labelled(features, r, labels)
-    history = Trainer(objective, train_config, checkpoint_dir=checkpoint_dir, name=config.model_name,
-                      best_name=FINETUNE_NAME).fit(data(rows, y), None if val is None else data(*val))
+    history = _fit_stage2(objective, data, rows, y, None if val is None else data(*val), config, checkpoint_dir)
     return classifier.cpu().eval(), history
+
+
+def _fit_stage2(objective: nn.Module, data, rows: np.ndarray, y: np.ndarray, val_data: dict | None,
+                config: TwoStageConfig, checkpoint_dir) -> TrainHistory:
+    """Train ``objective`` on the batch dict ``data(rows, y)`` at the stage-2 rate, validating on ``val_data``."""
+    # a few labels make an epoch of one step, and each epoch ends with a validation and a record: repeat the
+    # labelled set so that an epoch has about MIN_STEPS_PER_EPOCH steps (a shuffled pass over the copies)
+    copies = max(1, math.ceil(MIN_STEPS_PER_EPOCH * config.head_batch_size / len(rows)))
+    rows, y = np.tile(rows, copies), np.tile(y, copies)
+    train_config = TrainConfig(epochs=_epochs_for(config.stage2_steps, len(rows), config.head_batch_size),
+                               batch_size=config.head_batch_size, lr=config.head_lr, seed=config.seed,
+                               device=config.device, progress=config.progress, restore_best=val_data is not None)
+    return Trainer(objective, train_config, checkpoint_dir=checkpoint_dir, name=config.model_name,
+                   best_name=FINETUNE_NAME).fit(data(rows, y), val_data)
+
+
+class _HeadOnly(nn.Module):
+    """A head over representations computed by a frozen encoder elsewhere (windows, precomputed events)."""
+
+    trainable_blocks = 0
+
+    def __init__(self, head: ClassificationHead) -> None:
+        super().__init__()
+        self.head = head
+
+    @property
+    def n_classes(self) -> int:
+        return self.head.n_classes
+
+    def unfrozen_modules(self) -> list[nn.Module]:
+        return []
+
+
+def train_head(representations: Any, y: np.ndarray, n_classes: int, config: TwoStageConfig | None = None,
+               val: tuple[Any, np.ndarray] | None = None,
+               checkpoint_dir: str | os.PathLike | None = None) -> tuple[ClassificationHead, TrainHistory]:
+    """Stage 2 over a frozen encoder's outputs: a :class:`ClassificationHead` trained on ``representations``
+    ``[n, d]`` with class ids ``y``, at the stage-2 rate, with the same class weights, schedule and checkpoints
+    as :func:`train_classifier` (e.g. on windows pooled by the :class:`~obsad.models.EventSequenceEncoder`)."""
+    config = config or TwoStageConfig()
+    reps = torch.as_tensor(np.asarray(representations), dtype=torch.float32)
+    y = np.asarray(y, dtype=np.int64)
+    if reps.ndim != 2 or len(reps) != len(y) or len(y) == 0:
+        raise ValueError(f"need representations [n, d] and n class ids, n >= 1; got {tuple(reps.shape)} and {len(y)}")
+    if y.min() < 0 or y.max() >= n_classes:
+        raise ValueError(f"class ids must be in [0, {n_classes}), got {y.min()}..{y.max()}")
+    seed_everything(config.seed)
+    head = ClassificationHead(reps.shape[1], n_classes, d_hidden=config.head_hidden, dropout=config.head_dropout)
+    weights = balanced_class_weights(y, n_classes) if config.class_weighting == "balanced" else None
+    objective = ClassificationObjective(_HeadOnly(head), weights)
+    val_data = None if val is None else {"embedding": torch.as_tensor(np.asarray(val[0]), dtype=torch.float32),
+                                         "label": torch.as_tensor(np.asarray(val[1], dtype=np.int64))}
+    history = _fit_stage2(objective, lambda r, labels: {"embedding": reps[torch.as_tensor(r)], "label": labels},
+                          np.arange(len(y)), y, val_data, config, checkpoint_dir)
+    return head.eval(), history
 
 
 def _copy(module: TabularResNet) -> TabularResNet:
