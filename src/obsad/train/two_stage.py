@@ -394,6 +394,8 @@ class TwoStageModel:
         numeric output, most frequent id of each categorical output; :attr:`neutral`), and a field's weight is
         how much the anomaly score falls. Fields whose typical value would not lower the score are not named.
         """
+        from obsad.pipeline import _join_codes  # the package's one name-joining helper (imported late: no cycle)
+
         if self.neutral is None:
             raise ValueError("this model has no typical input values to explain with (neutral=None)")
         features = self.feature_encoder.transform(events)
@@ -420,10 +422,9 @@ class TwoStageModel:
                 cat_all[block, c_out] = neutral_cat[c_out]
             occluded = self.scores_from_proba(self.classifier.predict_proba(num_all, cat_all).numpy())
             drop = base[None, :] - occluded.reshape(g, m)  # [columns, events]
-            top = np.argsort(-drop, axis=0, kind="stable")[:n_top]  # [n_top, events]
-            for e in range(m):
-                named = [columns[c] for c in top[:, e] if drop[c, e] > 1e-6]
-                out[lo + e] = ", ".join(named)
+            top = np.argsort(-drop, axis=0, kind="stable")[:n_top].T  # [events, n_top]
+            lowered = np.take_along_axis(drop.T, top, axis=1) > 1e-6
+            out[lo:lo + m] = _join_codes(np.where(lowered, top, -1), columns)
         return out
 
     def save(self, directory: str | os.PathLike) -> Path:
