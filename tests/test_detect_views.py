@@ -333,6 +333,18 @@ def test_window_input_errors(window_data, windows):
         EntityWindowDetector(d["encoder"], n_embedding=N_EMB, field_names=d["names"]).score_samples((test, v))
 
 
+def test_windows_assigned_ahead_of_the_vectors_score_the_same(window_data, windows):
+    test, v = window_data["test"], window_data["v_test"]
+    at_once, _ = windows.view_scores((test, v))
+    assigned = windows.assign(test)  # values and times only: what runs while the vectors are computed
+    ahead, _ = windows.view_scores((test, v), assigned=assigned)
+    np.testing.assert_array_equal(ahead, at_once)
+    with pytest.raises(ValueError, match="other events"):
+        windows.view_scores((test.head(50), v[:50]), assigned=assigned)
+    with pytest.raises(ValueError, match="views"):
+        windows.view_scores((test, v), assigned=assigned[:-1])
+
+
 def test_window_detector_needs_a_timestamp_column(window_data):
     train = window_data["train"].drop(columns="time")
     encoder = FeatureEncoder(n_jobs=1).fit(train)

@@ -111,6 +111,30 @@ def test_embed_batches_arrays_in_eval_mode():
     assert torch.allclose(out, model(num, cat), atol=1e-6)
 
 
+@pytest.mark.parametrize("kw, n_num, cards", [
+    ({}, N_NUM, CARDS),
+    ({"mask_token": True}, N_NUM, CARDS),  # the [MASK] rows and mask-indicator columns are not used in inference
+    ({"embedding_dim": 3}, N_NUM, CARDS),
+    ({}, 0, CARDS),  # categorical only
+    ({}, N_NUM, []),  # numeric only
+])
+def test_embed_folds_the_input_projection_into_the_tables_exactly(kw, n_num, cards):
+    torch.manual_seed(0)
+    model = TabularResNet(n_num, cards, d_model=16, n_blocks=2, d_hidden=32, **kw).eval()
+    with torch.no_grad():  # train the tables away from their init so that a wrong slice would show
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    num, cat = batch(300, cards=cards, n_num=n_num) if cards else (torch.randn(300, n_num), torch.zeros(300, 0).long())
+    folded = model.embed(num, cat, batch_size=128)
+    with torch.no_grad():
+        assert torch.allclose(folded, model(num, cat), atol=1e-5)
+    bad = cat.clone()
+    if cards:
+        bad[7, 0] = cards[0] + 5
+        with pytest.raises(ValueError, match="out of range"):
+            model.embed(num, bad)
+
+
 def test_determinism_same_seed_same_outputs():
     num, cat = batch()
     a = small(dropout=0.2)

@@ -52,6 +52,27 @@ def test_roundtrip_identical_scores(fitted, sims):
     assert loaded.config["model_config"]["d_model"] > 0
 
 
+def test_scoring_leaves_the_thread_pools_as_it_found_them(fitted, sims):
+    import faiss
+    import torch
+
+    pipeline, _, _ = fitted
+    events, _ = load_events(sims[1].events.iloc[:500])
+    before = torch.get_num_threads(), faiss.omp_get_max_threads()
+    torch.set_num_threads(2)
+    faiss.omp_set_num_threads(2)
+    try:
+        two = pipeline.score(events)
+        assert (torch.get_num_threads(), faiss.omp_get_max_threads()) == (2, 2)
+        torch.set_num_threads(1)
+        faiss.omp_set_num_threads(1)
+        one = pipeline.score(events)  # one thread to spare none: the same scores
+    finally:
+        torch.set_num_threads(before[0])
+        faiss.omp_set_num_threads(before[1])
+    np.testing.assert_allclose(one["score"].to_numpy(), two["score"].to_numpy(), rtol=1e-6, atol=1e-6)
+
+
 def test_rows_in_input_order_with_columns(fitted, sims):
     pipeline, _, _ = fitted
     events, _ = load_events(sims[1].events)

@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import faiss
 import torch
 
 from .detect import EntityWindowDetector, KNNDetector, MaxZCombiner
@@ -59,6 +61,24 @@ def auto_epochs(n_events: int, batch_size: int = 512, target_steps: int = 300) -
     """Whole epochs giving about ``target_steps`` optimisation steps (at least one epoch)."""
     steps_per_epoch = max(1, n_events // max(1, min(batch_size, n_events)))
     return max(1, int(round(target_steps / steps_per_epoch)))
+
+
+@contextmanager
+def _one_core_spared():
+    """torch's and FAISS' thread pools one thread smaller for the duration, restored afterwards.
+
+    The window view computes on a thread of its own beside the encoder and the k-NN search; OpenMP pools sized
+    to every core then compete with it, and a pool thread that loses its core makes the whole pool wait (on 2
+    cores, a search twice as slow). Sparing one core for the window thread keeps every pool on a core of its own.
+    """
+    torch_threads, faiss_threads = torch.get_num_threads(), faiss.omp_get_max_threads()
+    torch.set_num_threads(max(1, torch_threads - 1))
+    faiss.omp_set_num_threads(max(1, faiss_threads - 1))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(torch_threads)
+        faiss.omp_set_num_threads(faiss_threads)
 
 
 def _build_detector(state: dict, reference_embeddings: np.ndarray, train_scores_sorted: np.ndarray,
@@ -141,18 +161,24 @@ class FittedPipeline:
         if explain not in ("flagged", "all", "none"):
             raise ValueError(f"explain must be 'flagged', 'all' or 'none', got {explain!r}")
         n = len(events)
-        features = self.encoder.transform(events)
-        z = self.embed(features)
         det = self.detector
         members, window_scored = [], None
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="obsad-window") as background:
-            window_job = None
+        spare = _one_core_spared() if self.window is not None and n else nullcontext()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="obsad-window") as background, spare:
+            window_job = assign_job = None
             if self.window is not None and n:
                 framed = events
                 if self.window.time_column_ not in events.columns:
                     framed = events.assign(**{self.window.time_column_: pd.Series(np.nan, index=events.index)})
-                # the window view (NumPy, mostly one core) runs beside the k-NN search (FAISS, its own threads)
-                window_job = background.submit(self.window.view_scores, (framed, self.window_vectors(z, features)))
+                # the window view runs on one core beside the rest: its windows (values and times only) while
+                # the events are encoded and embedded, its statistics while FAISS searches the neighbours
+                assign_job = background.submit(self.window.assign, framed)
+            features = self.encoder.transform(events)
+            z = self.embed(features)
+            if assign_job is not None:
+                window_job = background.submit(
+                    lambda vectors: self.window.view_scores((framed, vectors), assigned=assign_job.result()),
+                    self.window_vectors(z, features))
             if n:
                 knn_scores, nbrs = det.score_and_neighbors(z)
             else:
@@ -343,7 +369,7 @@ def assemble_pipeline(
     metric: str = "cosine",
     reference_max: int = 50_000,
     exact_max: int = 10_000,
-    n_probe: int = 8,
+    n_probe: int = 4,
     threshold_percentile: float = 99.5,
     window: str | None = "1h",
     calibration_fraction: float = 0.2,
@@ -353,7 +379,8 @@ def assemble_pipeline(
 
     The event view: k-NN over the embeddings of at most ``reference_max`` events (a seeded sample; every event
     is still scored to calibrate); a reference larger than ``exact_max`` is searched with an IVF index
-    (``n_probe`` lists), stored in the package. The window view (``window`` = its length, ``None`` for none) is
+    (``n_probe`` lists: 4 finds about 98 % of the exact neighbours at half the cost of 8; ``bench/bench_scoring.py
+    --n-probe`` measures both), stored in the package. The window view (``window`` = its length, ``None`` for none) is
     fitted on the earlier events and calibrated, with the combined threshold, on the latest
     ``calibration_fraction`` of them by time. The raw reference events are kept row for row with the reference
     embeddings, so a neighbour found by the index is an event one can show.

@@ -99,6 +99,8 @@ class _Windows:
     field_t: np.ndarray | None = None  # [n_windows, n_fields] evidence per numeric field: max(|t|, drift)
     credit: np.ndarray | None = None  # [len(rows)] each event's share of its window's field shift, in [0, 1]
     bucket_events: np.ndarray | None = None  # [n_windows] events of the view in the window's time bucket
+    pair_ids: np.ndarray | None = None  # [n_windows] entity code << 32 | time bucket, ascending (entity, then time)
+    level: np.ndarray | None = None  # [n_windows] activity level (see _level)
 
 
 def window_vectors(z: np.ndarray, numeric: np.ndarray) -> np.ndarray:
@@ -217,6 +219,13 @@ class EntityWindowDetector(BaseDetector):
     # ------------------------------------------------------------------ windows of one view
     def _windows(self, view: WindowView, events: pd.DataFrame, vectors: np.ndarray, ms: np.ndarray,
                  fitting: bool = False) -> _Windows:
+        assigned = self._assign(view, events, ms, fitting=fitting)
+        return assigned if fitting else self._statistics(view, assigned, vectors)
+
+    def _assign(self, view: WindowView, events: pd.DataFrame, ms: np.ndarray, fitting: bool = False) -> _Windows:
+        """Which window each event of the view falls in, and what the windows are (entity, start, size, level):
+        everything that needs only the events' values and times, not their vectors (so it can run while the
+        vectors are being computed). ``fitting``: no baseline lookup (the baselines do not exist yet)."""
         if view.column in events.columns:
             rows, codes, distinct = _as_keys(events[view.column], view.template_masks)
         else:
@@ -241,11 +250,18 @@ class EntityWindowDetector(BaseDetector):
         bucket_events = np.bincount(offset)[offset[first_row]].astype(np.float64) if n_windows else np.zeros(0)
         if fitting:
             return _Windows(rows, window_of_row, np.empty(0, dtype=np.int64), value, start, count,
-                            np.empty((0, len(STATISTICS))), bucket_events=bucket_events)
+                            np.empty((0, len(STATISTICS))), bucket_events=bucket_events, pair_ids=pair_ids)
         level = self._level(count, bucket_events, float(view.memory["typical_bucket"][0]))
         known = view.entities.get_indexer(pd.Index(distinct.astype(str), dtype=object))  # once per distinct key
         known = np.where(known < 0, len(view.entities), known)  # unseen: the population baseline
         entity = known[codes[first_row]] if n_windows else np.empty(0, dtype=np.int64)
+        return _Windows(rows, window_of_row, entity, value, start, count, np.empty((0, len(STATISTICS))),
+                        bucket_events=bucket_events, pair_ids=pair_ids, level=level)
+
+    def _statistics(self, view: WindowView, w: _Windows, vectors: np.ndarray) -> _Windows:
+        """The window statistics of :meth:`_assign`'s windows from the events' ``vectors``."""
+        rows, window_of_row, entity, start, count = w.rows, w.window_of_row, w.entity, w.start_ms, w.count
+        level, pair_ids, n_windows = w.level, w.pair_ids, len(w.count)
         mean = _group_sums(window_of_row, vectors, n_windows, rows=rows) / np.maximum(count, 1.0)[:, None]
         base_mean, base_inv_sd, rate_mean = self._baselines(view, entity, start, count, window_of_row, rows, vectors, level)
         signed = self._t(mean, base_mean, base_inv_sd, count)
@@ -270,7 +286,8 @@ class EntityWindowDetector(BaseDetector):
         credit = None
         if field_t.shape[1] and self.credit_scale is not None:
             credit = self._field_credit(signed, field_t, window_of_row, rows, vectors, base_mean, base_inv_sd)
-        return _Windows(rows, window_of_row, entity, value, start, count, stats, evidence, credit, bucket_events)
+        return _Windows(rows, window_of_row, entity, w.value, start, count, stats, evidence, credit, w.bucket_events,
+                        pair_ids, level)
 
     @staticmethod
     def _level(count: np.ndarray, bucket_events: np.ndarray, typical: float) -> np.ndarray:
@@ -497,17 +514,33 @@ class EntityWindowDetector(BaseDetector):
             return events, np.ascontiguousarray(vectors)
         return events, np.take(vectors, kept, axis=1)
 
-    def view_scores(self, X) -> tuple[np.ndarray, list[_Windows]]:
-        """Per-event score of each view ``[n, n_views]`` (``-inf`` where the event has no value) and the windows."""
+    def assign(self, events: pd.DataFrame) -> list[_Windows]:
+        """The windows of every view for ``events`` (what needs only their values and times). Pass the result
+        to :meth:`view_scores` as ``assigned``: a caller can compute it while the vectors are being computed."""
         check_is_fitted(self, "views_")
-        return self._view_scores(*self._check_input(X))
-
-    def _view_scores(self, events: pd.DataFrame, vectors: np.ndarray) -> tuple[np.ndarray, list[_Windows]]:
+        if not isinstance(events, pd.DataFrame):
+            raise TypeError(f"events must be a DataFrame, got {type(events).__name__}")
         ms = self._times(events)
+        return [self._assign(view, events, ms) for view in self.views_]
+
+    def view_scores(self, X, assigned: list[_Windows] | None = None) -> tuple[np.ndarray, list[_Windows]]:
+        """Per-event score of each view ``[n, n_views]`` (``-inf`` where the event has no value) and the windows;
+        ``assigned``: :meth:`assign` of the same events, when already computed."""
+        check_is_fitted(self, "views_")
+        return self._view_scores(*self._check_input(X), assigned=assigned)
+
+    def _view_scores(self, events: pd.DataFrame, vectors: np.ndarray,
+                     assigned: list[_Windows] | None = None) -> tuple[np.ndarray, list[_Windows]]:
+        if assigned is None:
+            assigned = self.assign(events)
+        if len(assigned) != len(self.views_):
+            raise ValueError(f"assigned has {len(assigned)} views, the detector has {len(self.views_)}")
         out = np.full((len(events), len(self.views_)), -np.inf)
         windows = []
-        for j, view in enumerate(self.views_):
-            w = self._windows(view, events, vectors, ms)
+        for j, (view, w) in enumerate(zip(self.views_, assigned)):
+            if len(w.rows) and w.rows[-1] >= len(events):
+                raise ValueError("assigned was computed on other events (row positions beyond these events)")
+            w = self._statistics(view, w, vectors)
             out[w.rows, j] = self._event_z(view, w).max(axis=1)
             windows.append(w)
         return out, windows
