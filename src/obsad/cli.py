@@ -198,6 +198,23 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """``obsad serve``: the HTTP scoring service (obsad.serve) until interrupted."""
+    from obsad.serve import ModelLoadError, ServeConfigError, serve
+
+    for flag, path in (("--model", args.model), ("--shadow", args.shadow)):
+        if path is not None and not path.is_dir():
+            raise UserError(f"{flag} {path}: not a model package directory")
+    try:
+        serve(args.model, host=args.host, port=args.port, allow_remote=args.allow_remote,
+              api_key_file=args.api_key_file, shadow=args.shadow, shadow_log=args.shadow_log,
+              max_batch=args.max_batch, max_body_bytes=args.max_body_bytes, threads=args.threads,
+              log_level=args.log_level)
+    except (ServeConfigError, ModelLoadError) as exc:
+        raise UserError(str(exc)) from exc
+    return 0
+
+
 def _check_parquet_out(path: Path) -> None:
     if path.suffix.lower() != ".parquet":
         raise UserError(f"--out must be a .parquet file, got {path}")
@@ -307,6 +324,30 @@ def build_parser() -> argparse.ArgumentParser:
     sco.add_argument("--explain-all", action="store_true",
                      help="fill top_features for every event (default: for the flagged events only)")
     sco.set_defaults(run=_cmd_score)
+
+    srv = verbs.add_parser("serve", help="serve a model package over HTTP: /v1/score, /v1/similar, /metrics")
+    srv.add_argument("--model", type=Path, required=True, help="model package folder written by obsad fit "
+                                                                "(fixed for the service's life; reload re-reads it)")
+    srv.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default 127.0.0.1; beyond loopback needs --allow-remote)")
+    srv.add_argument("--port", type=_positive_int, default=8080, help="port (default 8080)")
+    srv.add_argument("--allow-remote", action="store_true",
+                     help="allow a --host other than loopback (other machines can connect: set an API key)")
+    srv.add_argument("--api-key-file", type=Path, default=None,
+                     help="file holding the key required as 'Authorization: Bearer <key>' on /v1/* "
+                          "(default: $OBSAD_API_KEY, else no key and no reload endpoint)")
+    srv.add_argument("--shadow", type=Path, default=None,
+                     help="challenger package scored beside --model on every request; recorded, never answered")
+    srv.add_argument("--shadow-log", type=Path, default=None,
+                     help="folder of the JSON Lines log of champion and challenger scores (with --shadow)")
+    srv.add_argument("--max-batch", type=_positive_int, default=1000, help="most events per request (default 1000)")
+    srv.add_argument("--max-body-bytes", type=_positive_int, default=8 << 20,
+                     help="largest request body in bytes (default 8 MiB)")
+    srv.add_argument("--threads", type=_positive_int, default=1,
+                     help="torch and FAISS threads (default 1: the fastest for single events)")
+    srv.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info",
+                     help="log level (default info)")
+    srv.set_defaults(run=_cmd_serve)
 
     logs = verbs.add_parser("logs", help="raw HDFS / OpenStack logs: templates, sessions, next-template model")
     log_verbs = logs.add_subparsers(dest="log_verb", required=True, metavar="VERB")

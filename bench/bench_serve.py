@@ -1,0 +1,248 @@
+"""Benchmark `obsad serve`: single-event latency at a fixed request rate, and batch throughput, over loopback.
+
+    python bench/bench_serve.py                         # fit on 20k simulated events, then measure
+    python bench/bench_serve.py --model data/model_package --rate 200 --seconds 10
+
+The server runs as a user runs it (``obsad serve`` in a subprocess, one torch/FAISS thread) and the load
+generator (asyncio + httpx) in this process, both on this machine. Request bodies are encoded before the clock
+starts.
+
+- **Single events, open loop**: one-event requests sent on a fixed schedule (``--rate`` per second for
+  ``--seconds``), whatever the answers' pace; latency is measured from each request's *scheduled* send time, so
+  queueing behind a slow answer counts (no coordinated omission). Target: p50 <= 3 ms, p99 <= 10 ms at 200/s.
+- **Single events, closed loop**: one request at a time: the service time alone.
+- **Batches**: ``--batches`` requests of ``--batch`` events, one after the other. Target: >= 30,000 events/s.
+- **Where the time goes**: the same work in this process, stage by stage (load_events, encoder, embedding,
+  k-NN, window view), for one event and for one batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_package(root: Path, n_fit: int, n_send: int, seed: int) -> tuple[Path, list[dict]]:
+    """Fit a package on the first ``n_fit`` simulated events (by time); the next ``n_send`` are sent."""
+    import torch
+
+    from obsad.ocsf import load_events, simulate
+    from obsad.ocsf.nested import to_nested
+    from obsad.pipeline import fit_pipeline
+
+    torch.set_num_threads(2)
+    sim = simulate(n_events=max(n_fit + n_send, 5000), days=3, seed=seed)
+    export = sim.events.sort_values("time", kind="stable").reset_index(drop=True)
+    events, _ = load_events(export.iloc[:n_fit])
+    started = time.perf_counter()
+    pipeline = fit_pipeline(events, seed=seed, progress=False)
+    print(f"fitted on {n_fit:,} events in {time.perf_counter() - started:.1f} s "
+          f"({pipeline.detector_state['index']} index, views: {', '.join(pipeline.views)})")
+    path = pipeline.save(root / "model")
+    sent = json.loads(json.dumps(to_nested(export.iloc[n_fit:n_fit + n_send].reset_index(drop=True)), default=str))
+    return path, sent
+
+
+def sample_events(model: Path, n: int, seed: int) -> list[dict]:
+    """Events to send to an existing package: a fresh simulation (the package's own data may be elsewhere)."""
+    from obsad.ocsf import simulate
+    from obsad.ocsf.nested import to_nested
+
+    sim = simulate(n_events=max(n, 5000), days=1, seed=seed + 1)
+    return json.loads(json.dumps(to_nested(sim.events.iloc[:n].reset_index(drop=True)), default=str))
+
+
+def start_server(model: Path, port: int, threads: int, log_path: Path) -> subprocess.Popen:
+    import httpx
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "obsad.cli", "serve", "--model", str(model), "--port",
+                                 str(port), "--threads", str(threads), "--max-batch", "10000",
+                                 "--max-body-bytes", str(64 << 20), "--log-level", "warning"],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit("the server did not start:\n" + log_path.read_text())
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    proc.kill()
+    raise SystemExit("the server did not answer within 180 s:\n" + log_path.read_text())
+
+
+def percentiles(ms: np.ndarray) -> str:
+    if not len(ms):
+        return "no answers"
+    return f"p50 {np.percentile(ms, 50):.2f} ms, p90 {np.percentile(ms, 90):.2f} ms, p99 {np.percentile(ms, 99):.2f} ms"
+
+
+async def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float) -> tuple[np.ndarray, int, int]:
+    """Latencies (ms, from the scheduled time) of one-event requests sent at ``rate`` per second."""
+    import httpx
+
+    n = int(rate * seconds)
+    latencies = np.full(n, np.nan)
+    failures = 0
+    headers = {"content-type": "application/json"}
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+        await client.get("/healthz")
+        start = time.perf_counter() + 0.05
+
+        async def one(i: int) -> None:
+            nonlocal failures
+            scheduled = start + i / rate
+            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+            try:
+                r = await client.post("/v1/score", content=bodies[i % len(bodies)], headers=headers)
+                if r.status_code != 200:
+                    failures += 1
+                    return
+            except httpx.HTTPError:
+                failures += 1
+                return
+            latencies[i] = (time.perf_counter() - scheduled) * 1e3
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+    done = latencies[~np.isnan(latencies)]
+    return done, n, failures
+
+
+def closed_loop(url: str, bodies: list[bytes], n: int) -> np.ndarray:
+    import httpx
+
+    out = []
+    with httpx.Client(base_url=url, timeout=120, headers={"content-type": "application/json"}) as client:
+        for i in range(n + 5):
+            t = time.perf_counter()
+            r = client.post("/v1/score", content=bodies[i % len(bodies)])
+            if r.status_code != 200:
+                raise SystemExit(f"request failed: {r.status_code} {r.text[:300]}")
+            if i >= 5:  # warm-up
+                out.append((time.perf_counter() - t) * 1e3)
+    return np.asarray(out)
+
+
+def stages(model: Path, events: list[dict], threads: int) -> None:
+    """The scoring work of one request, stage by stage, in this process (best of 5 runs)."""
+    import faiss
+    import torch
+
+    from obsad.ocsf import load_events
+    from obsad.pipeline import load_pipeline
+
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
+    p = load_pipeline(model)
+
+    def best(fn, repeat=5) -> float:
+        times = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return min(times) * 1e3
+
+    for batch in (events[:1], events[:1000]):
+        body = json.dumps({"events": batch}).encode()
+        frame, _ = load_events(batch, columns=p.input_columns)
+        features = p.encoder.transform(frame)
+        z = p.embed(features)
+        parts = {"json.loads": best(lambda: json.loads(body)),
+                 "load_events": best(lambda: load_events(batch, columns=p.input_columns)),
+                 "encoder.transform": best(lambda: p.encoder.transform(frame)),
+                 "embed": best(lambda: p.embed(features)),
+                 "k-NN search": best(lambda: p.detector.score_and_neighbors(z))}
+        if p.window is not None:
+            vectors = p.window_vectors(z, features)
+            parts["window view"] = best(lambda: p.window.view_scores((frame, vectors)))
+        parts["pipeline.score (all views)"] = best(lambda: p.score(frame))
+        print(f"  {len(batch):>5} event(s): " + ", ".join(f"{k} {v:.1f} ms" for k, v in parts.items()))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=None, help="an existing package (default: fit one)")
+    ap.add_argument("--fit-events", type=int, default=20_000)
+    ap.add_argument("--rate", type=float, default=200.0, help="single-event requests per second (open loop)")
+    ap.add_argument("--seconds", type=float, default=5.0, help="duration of the open-loop run")
+    ap.add_argument("--closed", type=int, default=100, help="single-event requests in the closed-loop run")
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--batches", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=1, help="the server's torch/FAISS threads")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    n_send = max(args.batch, 2000)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        if args.model is None:
+            model, events = make_package(root, args.fit_events, n_send, args.seed)
+        else:
+            model, events = args.model, sample_events(args.model, n_send, args.seed)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = start_server(model, port, args.threads, root / "server.log")
+        try:
+            singles = [json.dumps({"events": [e]}).encode() for e in events[:500]]
+            batches = [json.dumps({"events": events[i:i + args.batch]}).encode()
+                       for i in range(0, len(events) - args.batch + 1, args.batch)]
+            print(f"server: obsad serve on {url}, {args.threads} thread(s); {os.cpu_count()} CPUs on this machine")
+
+            closed = closed_loop(url, singles, args.closed)
+            print(f"single event, closed loop ({len(closed)} requests one at a time): {percentiles(closed)}; "
+                  f"{1e3 / closed.mean():.0f} requests/s at most")
+
+            lat, sent, failed = asyncio.run(open_loop(url, singles, args.rate, args.seconds))
+            print(f"single event, open loop at {args.rate:.0f} requests/s for {args.seconds:.0f} s: {len(lat):,} of "
+                  f"{sent:,} answered 200 ({failed} failed): {percentiles(lat)}")
+            ok_latency = len(lat) == sent and np.percentile(lat, 50) <= 3.0 and np.percentile(lat, 99) <= 10.0
+
+            import httpx
+
+            with httpx.Client(base_url=url, timeout=600, headers={"content-type": "application/json"}) as client:
+                client.post("/v1/score", content=batches[0])  # warm-up
+                times = []
+                for i in range(args.batches):
+                    t = time.perf_counter()
+                    r = client.post("/v1/score", content=batches[i % len(batches)])
+                    times.append(time.perf_counter() - t)
+                    if r.status_code != 200:
+                        raise SystemExit(f"batch request failed: {r.status_code} {r.text[:300]}")
+            times = np.asarray(times)
+            rate = args.batch * len(times) / times.sum()
+            print(f"batches of {args.batch:,} events ({len(times)} requests): {rate:,.0f} events/s "
+                  f"(median request {np.median(times) * 1e3:.0f} ms)")
+            print(f"targets: single event p50 <= 3 ms and p99 <= 10 ms at 200/s: {'met' if ok_latency else 'NOT met'}; "
+                  f"batch >= 30,000 events/s: {'met' if rate >= 30_000 else 'NOT met'}")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        print("where the time goes (in-process, best of 5):")
+        stages(model, events, args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""Request bodies to scores: validation, per-event checks, the two scoring modes, and similar events.
+
+Everything here is plain Python over the library (no HTTP): :mod:`obsad.serve.app` turns :class:`RequestError`
+into a JSON error response and the returned dicts into JSON.
+
+Per-event checks. An event must be a non-empty JSON object and hold at least one field the model reads; an
+event that fails gets ``{"error": ...}`` in its own result slot and is left out of the scored batch (the rest is
+scored). Values the loader had to repair (a number that does not parse, ...) are scored as missing, exactly as
+``obsad score`` does, and listed under ``warnings`` in that event's slot.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+VIEWS = ("auto", "all", "event")
+EXPLAIN = ("flagged", "all", "none")
+MAX_TOP = 20
+MAX_SIMILAR = 100
+_SCORE_KEYS = {"events", "views", "explain", "n_top"}
+_SIMILAR_KEYS = {"event", "k"}
+
+
+class RequestError(Exception):
+    """A request the service refuses: HTTP ``status``, a short ``error`` and a ``detail`` saying what to fix."""
+
+    def __init__(self, status: int, error: str, detail=None) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    events: list
+    views: str = "auto"
+    explain: str = "flagged"
+    n_top: int = 3
+
+
+def parse_json(raw: bytes):
+    """The decoded body; 400 with the parser's message (position included) when it is not JSON."""
+    if not raw:
+        raise RequestError(400, "empty body", "send a JSON object, e.g. {\"events\": [{...}]}")
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise RequestError(400, "malformed JSON", f"the body is not UTF-8 text ({exc.reason} at byte {exc.start})")
+    except json.JSONDecodeError as exc:
+        raise RequestError(400, "malformed JSON", f"{exc.msg} at line {exc.lineno}, column {exc.colno}")
+    except RecursionError:
+        raise RequestError(400, "malformed JSON", "nested too deeply")
+
+
+def _option(body: dict, key: str, allowed: tuple[str, ...], default: str) -> str:
+    value = body.get(key, default)
+    if value not in allowed:
+        raise RequestError(422, f"invalid {key!r}", f"expected one of {list(allowed)}, got {value!r}")
+    return value
+
+
+def _whole_number(body: dict, key: str, default: int, low: int, high: int) -> int:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise RequestError(422, f"invalid {key!r}", f"expected a whole number from {low} to {high}, got {value!r}")
+    return value
+
+
+def _object_body(body, keys: set[str], example: str) -> dict:
+    if not isinstance(body, dict):
+        raise RequestError(422, "invalid body", f"expected a JSON object like {example}, got a JSON "
+                                                f"{_json_kind(body)}")
+    unknown = sorted(set(body) - keys)
+    if unknown:
+        raise RequestError(422, "invalid body", f"unknown field(s) {unknown}; expected {sorted(keys)}")
+    return body
+
+
+def parse_score_request(body, max_batch: int) -> ScoreRequest:
+    """Validate a ``/v1/score`` body: 422 for a wrong shape, 413 for more than ``max_batch`` events."""
+    body = _object_body(body, _SCORE_KEYS, '{"events": [{...}, ...]}')
+    events = body.get("events")
+    if not isinstance(events, list):
+        got = "nothing" if events is None else f"a JSON {_json_kind(events)}"
+        raise RequestError(422, "invalid 'events'", f"expected an array of OCSF events, got {got}")
+    if not events:
+        raise RequestError(422, "invalid 'events'", "the array is empty: send 1 to {:,} events".format(max_batch))
+    if len(events) > max_batch:
+        raise RequestError(413, "too many events", f"{len(events):,} events in one request; at most "
+                                                   f"{max_batch:,} (split the batch)")
+    return ScoreRequest(events=events, views=_option(body, "views", VIEWS, "auto"),
+                        explain=_option(body, "explain", EXPLAIN, "flagged"),
+                        n_top=_whole_number(body, "n_top", 3, 1, MAX_TOP))
+
+
+def parse_similar_request(body) -> tuple[dict, int]:
+    body = _object_body(body, _SIMILAR_KEYS, '{"event": {...}, "k": 5}')
+    event = body.get("event")
+    problem = event_problem(event)
+    if problem is not None:
+        raise RequestError(422, "invalid 'event'", problem)
+    return event, _whole_number(body, "k", 5, 1, MAX_SIMILAR)
+
+
+def _json_kind(value) -> str:
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if value is None:
+        return "null"
+    return "number"
+
+
+def event_problem(event) -> str | None:
+    """Why ``event`` cannot be an OCSF event (None when it can): it must be a non-empty JSON object."""
+    if not isinstance(event, dict):
+        return f"an event must be a JSON object, got a JSON {_json_kind(event)}"
+    if not event:
+        return "an empty JSON object: no field to score"
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ loading
+@dataclass
+class LoadedBatch:
+    """The request's events as the flat table, with what became of each request slot."""
+
+    events: pd.DataFrame  # the scorable events only, RangeIndex
+    slots: np.ndarray  # request slot of each row of ``events``
+    errors: dict[int, str]  # request slot -> why it was not scored
+    warnings: dict[int, list[str]]  # request slot -> values the loader repaired
+    n_requested: int
+
+
+def load_batch(events: list, columns: list[str], model_columns: list[str]) -> LoadedBatch:
+    """Per-event checks, then :func:`obsad.ocsf.load_events` on the events that pass (``columns`` kept).
+
+    ``model_columns``: an event none of whose values is in these columns is reported, not scored.
+    """
+    from ..ocsf import load_events
+    from ..ocsf.load import OCSFLoadError
+
+    errors: dict[int, str] = {}
+    keep = []
+    for slot, event in enumerate(events):
+        problem = event_problem(event)
+        if problem is None:
+            keep.append(slot)
+        else:
+            errors[slot] = problem
+    slots = np.asarray(keep, dtype=np.int64)
+    if not len(slots):
+        return LoadedBatch(pd.DataFrame(), slots, errors, {}, len(events))
+    try:
+        frame, report = load_events([events[i] for i in keep], columns=columns)
+    except OCSFLoadError as exc:
+        raise RequestError(422, "unusable events", str(exc).splitlines()[0])
+    if len(frame) != len(slots):  # every checked event is a non-empty object, so the loader keeps it
+        raise RequestError(422, "unusable events", f"the loader kept {len(frame)} of {len(slots)} events")
+    warnings: dict[int, list[str]] = {}
+    problems = report.problems
+    if len(problems):
+        rows = problems["line"].to_numpy(dtype=np.int64, na_value=-1)
+        text = (problems["field"].fillna("").astype(str) + ": " + problems["reason"].astype(str) + ": "
+                + problems["detail"].astype(str)).to_numpy(dtype=object)
+        for row in np.unique(rows[rows >= 0]):
+            warnings[int(slots[row])] = text[rows == row].tolist()
+    present = [c for c in model_columns if c in frame.columns]
+    empty = ~frame[present].notna().any(axis=1).to_numpy() if present else np.ones(len(frame), dtype=bool)
+    if empty.any():
+        shown = ", ".join(model_columns[:6]) + (", ..." if len(model_columns) > 6 else "")
+        for row in np.flatnonzero(empty):
+            errors[int(slots[row])] = f"none of the {len(model_columns)} fields this model reads is present ({shown})"
+        frame = frame.loc[~empty].reset_index(drop=True)
+        slots = slots[~empty]
+    return LoadedBatch(frame, slots, errors, warnings, len(events))
+
+
+# ------------------------------------------------------------------------------------------------ scoring
+def resolve_views(views: str, n_events: int) -> str:
+    """``auto``: a lone event is scored by the event view (it has no window around it), a batch by all views."""
+    if views == "auto":
+        return "event" if n_events <= 1 else "all"
+    return views
+
+
+def score_frame(pipeline, events: pd.DataFrame, views: str, explain: str, n_top: int) -> pd.DataFrame:
+    """``pipeline.score`` (``views="all"``: what ``obsad score`` gives for this batch) or the event view alone.
+
+    The event view alone is the event view's calibrated score (the combiner's ``z`` of the k-NN distance), the
+    same number that decides an event flagged by the event view in a batch; its threshold is the combined one.
+    """
+    if views == "all" or len(events) == 0:
+        return pipeline.score(events, n_top=n_top, explain=explain)
+    features = pipeline.encoder.transform(events)
+    z = pipeline.embed(features)
+    knn_scores, neighbours = pipeline.detector.score_and_neighbors(z)
+    n = len(events)
+    others = np.full((n, len(pipeline.views) - 1), -np.inf)  # the window view does not take part
+    scores = pipeline.combiner.member_z(np.column_stack([knn_scores, others]))[:, 0]
+    flagged = scores > pipeline.threshold
+    wanted = {"flagged": flagged, "all": np.ones(n, dtype=bool), "none": np.zeros(n, dtype=bool)}[explain]
+    top = np.full(n, "", dtype=object)
+    rows = np.flatnonzero(wanted)
+    if len(rows):
+        top[rows] = pipeline.top_features(features.take(rows), neighbours[rows], n_top=n_top)
+    out = pd.DataFrame(index=events.index)
+    if "metadata.uid" in events.columns:
+        out["event_uid"] = events["metadata.uid"]
+    out["score"] = scores
+    out["percentile"] = pipeline.combiner.percentile_of(scores)
+    out["is_anomaly"] = flagged
+    out["view"] = "event"
+    out["top_features"] = top
+    return out
+
+
+def _finite_or_none(values: np.ndarray) -> list:
+    out = values.astype(np.float64).tolist()
+    if not np.isfinite(values).all():
+        out = [v if math.isfinite(v) else None for v in out]
+    return out
+
+
+def results_json(batch: LoadedBatch, scored: pd.DataFrame | None) -> list[dict]:
+    """One result per request slot, in request order: the scores, or ``{"error": ...}``."""
+    results: list[dict] = [None] * batch.n_requested  # type: ignore[list-item]
+    if scored is not None and len(scored):
+        uids = scored["event_uid"].tolist() if "event_uid" in scored.columns else [None] * len(scored)
+        tops = scored["top_features"].tolist()
+        for slot, uid, score, pct, flag, view, top in zip(
+                batch.slots.tolist(), uids, _finite_or_none(scored["score"].to_numpy()),
+                _finite_or_none(scored["percentile"].to_numpy()), scored["is_anomaly"].tolist(),
+                scored["view"].tolist(), tops):
+            item = {"score": score, "percentile": pct, "is_anomaly": bool(flag), "view": view,
+                    "top_features": top.split(", ") if top else []}
+            if isinstance(uid, str):
+                item["event_uid"] = uid
+            results[slot] = item
+    for slot, message in batch.errors.items():
+        results[slot] = {"error": message}
+    for slot, notes in batch.warnings.items():
+        if results[slot] is not None and "error" not in results[slot]:
+            results[slot]["warnings"] = notes
+    return results
+
+
+# ------------------------------------------------------------------------------------------------ similar
+def json_value(value):
+    """A JSON-safe copy of one table value; ``None`` for missing."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, (pd.Timestamp, np.datetime64)):
+        return pd.Timestamp(value).isoformat()
+    if isinstance(value, np.generic):
+        value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def _row_dict(frame: pd.DataFrame, row: int) -> dict:
+    values = {name: json_value(v) for name, v in frame.iloc[row].items()}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def field_deltas(event: dict, neighbour: dict, fields: list[str]) -> dict:
+    """The fields (of ``fields``) on which ``event`` differs from ``neighbour``: both values, and for two
+    numbers ``delta = event - neighbour``."""
+    out = {}
+    for name in fields:
+        a, b = event.get(name), neighbour.get(name)
+        if a == b:
+            continue
+        entry = {"event": a, "neighbour": b}
+        if _is_number(a) and _is_number(b):
+            entry["delta"] = a - b
+        out[name] = entry
+    return out
+
+
+def similar_json(pipeline, event: dict, k: int) -> dict:
+    """The ``k`` nearest reference (training) events of ``event``: distance, raw fields, per-field deltas."""
+    from ..ocsf import load_events
+    from ..ocsf.load import OCSFLoadError
+
+    try:
+        shown, _ = load_events([event])  # every field, to show
+        scored, _ = load_events([event], columns=pipeline.input_columns)  # as /v1/score reads it
+    except OCSFLoadError as exc:
+        raise RequestError(422, "unusable event", str(exc).splitlines()[0])
+    model_fields = [c for c in pipeline.input_columns if c != "metadata.uid"]
+    query = _row_dict(shown, 0)
+    if not any(name in query for name in model_fields):
+        raise RequestError(422, "unusable event", f"none of the {len(model_fields)} fields this model reads is "
+                                                  "present")
+    distances, rows = pipeline.similar_events(scored, n=k)
+    neighbours = []
+    for rank, (distance, row) in enumerate(zip(distances[0].tolist(), rows[0].tolist()), start=1):
+        if row < 0:
+            continue
+        raw = _row_dict(pipeline.reference, int(row))
+        neighbours.append({"rank": rank, "distance": json_value(distance), "event": raw,
+                           "deltas": field_deltas(query, raw, model_fields)})
+    return {"k": k, "event": query, "neighbours": neighbours}
