@@ -73,6 +73,23 @@ def test_scoring_leaves_the_thread_pools_as_it_found_them(fitted, sims):
     np.testing.assert_allclose(one["score"].to_numpy(), two["score"].to_numpy(), rtol=1e-6, atol=1e-6)
 
 
+def test_event_view_alone_is_the_calibrated_knn_score(fitted, sims):
+    pipeline, _, _ = fitted
+    events, _ = load_events(sims[1].events.iloc[:400])
+    alone = pipeline.score(events, views="event", explain="all")
+    assert (alone["view"] == "event").all()
+    z = pipeline.embed(pipeline.encoder.transform(events))
+    knn = pipeline.detector.score_samples(z)
+    expected = (knn - pipeline.combiner.median_[0]) / pipeline.combiner.scale_[0]
+    np.testing.assert_allclose(alone["score"].to_numpy(), expected, rtol=1e-9)
+    np.testing.assert_array_equal(alone["is_anomaly"].to_numpy(), expected > pipeline.threshold)
+    assert alone["top_features"].str.len().gt(0).all()
+    both = pipeline.score(events)
+    assert (both["score"].to_numpy() >= alone["score"].to_numpy() - 1e-9).all()  # the max over views
+    with pytest.raises(ValueError, match="views"):
+        pipeline.score(events, views="window")
+
+
 def test_rows_in_input_order_with_columns(fitted, sims):
     pipeline, _, _ = fitted
     events, _ = load_events(sims[1].events)

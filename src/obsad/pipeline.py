@@ -146,7 +146,8 @@ class FittedPipeline:
         """What the window view averages per window: the unit-length embedding, then the numeric fields."""
         return window_vectors(z, features.numeric)
 
-    def score(self, events: pd.DataFrame, *, n_top: int = 3, explain: str = "flagged") -> pd.DataFrame:
+    def score(self, events: pd.DataFrame, *, n_top: int = 3, explain: str = "flagged",
+              views: str = "all") -> pd.DataFrame:
         """One row per row of ``events``, in the same order (and index).
 
         Columns: ``event_uid`` and ``time`` when present, ``score`` (higher = more anomalous), ``percentile``
@@ -155,18 +156,25 @@ class FittedPipeline:
         the event, for the flagged events (``explain="flagged"``, the default: an explanation is for an alarm,
         and explaining every event of a large batch would double the scoring time), every event
         (``"all"``) or none (``"none"``); an empty string where not explained.
+
+        ``views="event"`` scores with the event view alone (its calibrated score against the same threshold):
+        what one event can be judged on when the batch does not hold its time windows (a service answering
+        single events); ``"all"`` (the default) uses every view the package has.
         """
         if not isinstance(events, pd.DataFrame):
             raise TypeError(f"events must be a DataFrame, got {type(events).__name__}")
         if explain not in ("flagged", "all", "none"):
             raise ValueError(f"explain must be 'flagged', 'all' or 'none', got {explain!r}")
+        if views not in ("all", "event"):
+            raise ValueError(f"views must be 'all' or 'event', got {views!r}")
         n = len(events)
         det = self.detector
         members, window_scored = [], None
-        spare = _one_core_spared() if self.window is not None and n else nullcontext()
+        use_window = self.window is not None and views == "all" and n > 0
+        spare = _one_core_spared() if use_window else nullcontext()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="obsad-window") as background, spare:
             window_job = assign_job = None
-            if self.window is not None and n:
+            if use_window:
                 framed = events
                 if self.window.time_column_ not in events.columns:
                     framed = events.assign(**{self.window.time_column_: pd.Series(np.nan, index=events.index)})
@@ -188,8 +196,8 @@ class FittedPipeline:
                 per_view, windows = window_job.result()
                 members.append(self.window.best_view_score(per_view))
                 window_scored = (framed.index, per_view, windows)
-            elif self.window is not None:
-                members.append(np.empty(0))
+            elif self.window is not None:  # no window view asked for (or no events): it takes no part
+                members.append(np.full(n, -np.inf))
         member_scores = np.column_stack(members) if n else np.empty((0, len(members)))
         member_z = self.combiner.member_z(member_scores)
         scores = member_z.max(axis=1) if n else np.empty(0)

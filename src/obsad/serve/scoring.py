@@ -196,34 +196,9 @@ def resolve_views(views: str, n_events: int) -> str:
 
 
 def score_frame(pipeline, events: pd.DataFrame, views: str, explain: str, n_top: int) -> pd.DataFrame:
-    """``pipeline.score`` (``views="all"``: what ``obsad score`` gives for this batch) or the event view alone.
-
-    The event view alone is the event view's calibrated score (the combiner's ``z`` of the k-NN distance), the
-    same number that decides an event flagged by the event view in a batch; its threshold is the combined one.
-    """
-    if views == "all" or len(events) == 0:
-        return pipeline.score(events, n_top=n_top, explain=explain)
-    features = pipeline.encoder.transform(events)
-    z = pipeline.embed(features)
-    knn_scores, neighbours = pipeline.detector.score_and_neighbors(z)
-    n = len(events)
-    others = np.full((n, len(pipeline.views) - 1), -np.inf)  # the window view does not take part
-    scores = pipeline.combiner.member_z(np.column_stack([knn_scores, others]))[:, 0]
-    flagged = scores > pipeline.threshold
-    wanted = {"flagged": flagged, "all": np.ones(n, dtype=bool), "none": np.zeros(n, dtype=bool)}[explain]
-    top = np.full(n, "", dtype=object)
-    rows = np.flatnonzero(wanted)
-    if len(rows):
-        top[rows] = pipeline.top_features(features.take(rows), neighbours[rows], n_top=n_top)
-    out = pd.DataFrame(index=events.index)
-    if "metadata.uid" in events.columns:
-        out["event_uid"] = events["metadata.uid"]
-    out["score"] = scores
-    out["percentile"] = pipeline.combiner.percentile_of(scores)
-    out["is_anomaly"] = flagged
-    out["view"] = "event"
-    out["top_features"] = top
-    return out
+    """``pipeline.score`` with every view (``"all"``: what ``obsad score`` gives for this batch) or the event view
+    alone (``"event"``: its calibrated score against the same combined threshold)."""
+    return pipeline.score(events, n_top=n_top, explain=explain, views=views)
 
 
 def _finite_or_none(values: np.ndarray) -> list:
