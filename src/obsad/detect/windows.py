@@ -47,6 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 from sklearn.utils.validation import check_is_fitted
 
@@ -74,6 +75,7 @@ class WindowView:
     scale: np.ndarray | None = None  # [4]
     inv_sd: np.ndarray | None = None  # [E + 1, d] float32 1 / sqrt(var), cached for scoring
     mean32: np.ndarray | None = None  # [E + 1, d] float32 mean, cached for scoring
+    entity_ids: dict | None = None  # {entity: baseline row}, cached for scoring (unique entities only)
     memory: dict | None = None  # the training sums and windows, to leave a training window out of its baseline
 
 
@@ -131,30 +133,57 @@ def event_times(events: pd.DataFrame, column: str, unit: str | None = None) -> n
     return V.to_epoch_ms(events[column], unit=unit)[0]
 
 
+#: Up to this many events (or distinct keys), the per-view steps take their small-batch form: sums added event by
+#: event, keys looked up in a dict. Same results (same additions in the same order, same matches); a sparse
+#: matrix or a pandas index costs ~0.1 ms to set up, per view and per call, whatever the size. A view without
+#: windows (no event has its column) skips the arithmetic on empty arrays. ``_SHORTCUTS = False`` takes the
+#: general path everywhere (tests/test_small_batches.py checks that both agree).
+_SMALL = 64
+_FEW_KEYS = 1024  # distinct entity keys looked up in a dict up to this many (a pandas index costs ~80 µs to set up)
+_SHORTCUTS = True
+
+
 def _group_sums(group: np.ndarray, values: np.ndarray, n_groups: int, rows: np.ndarray | None = None) -> np.ndarray:
     """Per-group column sums: row ``i`` of ``values`` (or row ``rows[i]`` when given) is added to group ``group[i]``.
 
     A sparse indicator matrix times ``values``: one pass, no sort, no copy of the selected rows (ten times
-    faster than sorting and ``reduceat``). The sums have the dtype of ``values``.
+    faster than sorting and ``reduceat``). The sums have the dtype of ``values``. A few rows (in ascending order)
+    are added one by one instead: the same additions in the same order as the product, which adds each group's
+    rows from zero in ascending order, without the matrix's set-up cost.
     """
     if len(group) == 0:
         return np.zeros((n_groups, values.shape[1]), dtype=values.dtype)
+    if _SHORTCUTS and len(group) <= _SMALL and (rows is None or bool(np.all(rows[1:] > rows[:-1]))):
+        out = np.zeros((n_groups, values.shape[1]), dtype=values.dtype)
+        np.add.at(out, group, values if rows is None else values[rows])
+        return out
     columns = np.arange(len(group)) if rows is None else rows
     width = len(group) if rows is None else values.shape[0]
     indicator = sp.csr_matrix((np.ones(len(group), dtype=values.dtype), (group, columns)), shape=(n_groups, width))
     return np.asarray(indicator @ values)
 
 
+def _factorize(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Codes (-1 = missing) and distinct values (objects, in order of appearance) of a column, on its own (Arrow)
+    storage: ``Series.factorize``, minus the pandas wrappers around Arrow's dictionary encoding for text."""
+    dtype = series.dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow" and len(series):
+        encoded = pc.dictionary_encode(series.array.__arrow_array__()).combine_chunks()
+        codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.intp, copy=False)
+        return codes, np.asarray(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=object)
+    codes, uniques = series.factorize(use_na_sentinel=True)
+    return codes, np.asarray(uniques.astype(object), dtype=object)
+
+
 def _as_keys(series: pd.Series, template_masks: list[str] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows with a value, their entity code, and the entity key (str) of each code: integers without ``.0``,
     text as its template. Keys are computed once per distinct value, not per row."""
-    codes, uniques = series.factorize(use_na_sentinel=True)  # on the column's own (Arrow) storage: no objects
+    codes, uniques = _factorize(series)
     rows = np.flatnonzero(codes >= 0)
     codes = codes[rows] if len(rows) < len(codes) else codes
-    uniques = np.asarray(uniques.astype(object), dtype=object)
     if pd.api.types.is_float_dtype(series.dtype) and len(uniques):
         x = uniques.astype(np.float64)
-        whole = np.isfinite(x) & (x == np.round(x))
+        whole = np.isfinite(x) & (x == np.round(x)) & (np.abs(x) < 2.0 ** 63)  # an int64 holds it
         keys = np.where(whole, np.round(np.where(whole, x, 0)).astype(np.int64).astype(str), x.astype(str))
     else:
         keys = uniques.astype(str)
@@ -164,6 +193,37 @@ def _as_keys(series: pd.Series, template_masks: list[str] | None) -> tuple[np.nd
     keys = np.asarray(keys, dtype=object)
     merged, distinct = pd.factorize(keys)  # templating can map several values to one key
     return rows, merged[codes].astype(np.int64), np.asarray(distinct, dtype=object)
+
+
+def _window_means(assigned: list[_Windows], vectors: np.ndarray) -> list[np.ndarray | None]:
+    """Each view's window means (its events' vectors summed per window, over the window's events) from one sparse
+    product over the windows of all views: the same sums as one product per view (each window's rows are added
+    in ascending order either way), one matrix set-up instead of one per view."""
+    sizes = np.array([len(w.count) for w in assigned], dtype=np.int64)
+    first = np.r_[0, np.cumsum(sizes)]
+    used = [j for j, w in enumerate(assigned) if len(w.rows)]
+    if not used:
+        return [None] * len(assigned)
+    group = np.concatenate([assigned[j].window_of_row + first[j] for j in used])
+    rows = np.concatenate([assigned[j].rows for j in used])
+    sums = _group_sums(group, vectors, int(first[-1]), rows=rows)
+    return [sums[first[j]:first[j + 1]] / np.maximum(w.count, 1.0)[:, None] if len(w.rows) else None
+            for j, w in enumerate(assigned)]
+
+
+def _baseline_rows(view: WindowView, keys: np.ndarray) -> np.ndarray:
+    """The baseline row of each entity key: its position among the view's entities, ``len(entities)`` (the
+    population) when unseen. Keys are compared as the entities were stored (numpy text); a few keys are looked up
+    in a cached dict, many through the pandas index."""
+    names = keys.astype(str)
+    n_known = len(view.entities)
+    if _SHORTCUTS and len(names) <= _FEW_KEYS and view.entities.is_unique:
+        if view.entity_ids is None:
+            view.entity_ids = {name: i for i, name in enumerate(view.entities)}
+        ids = view.entity_ids
+        return np.fromiter((ids.get(name, n_known) for name in names.tolist()), dtype=np.int64, count=len(names))
+    known = view.entities.get_indexer(pd.Index(names, dtype=object))
+    return np.where(known < 0, n_known, known)
 
 
 class EntityWindowDetector(BaseDetector):
@@ -232,15 +292,13 @@ class EntityWindowDetector(BaseDetector):
             rows, codes, distinct = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, dtype=object)
         timed = ~np.isnan(ms[rows])
         rows, codes = rows[timed], codes[timed]
+        if _SHORTCUTS and not len(rows):
+            return self._no_windows(view, fitting)
         win = np.floor(ms[rows] / self.window_ms_).astype(np.int64)
         offset = win - (win.min() if len(win) else 0)
-        # windows = distinct (entity, window) pairs, numbered in (entity, time) order: hash, then sort the pairs
-        found, distinct_pairs = pd.factorize(codes.astype(np.int64) * (1 << 32) + offset)
-        order = np.argsort(distinct_pairs, kind="stable")
-        rank = np.empty(len(order), dtype=np.int64)
-        rank[order] = np.arange(len(order))
-        pair_ids = np.asarray(distinct_pairs)[order]
-        window_of_row = rank[found]
+        # windows = distinct (entity, window) pairs, numbered in (entity, time) order: the sorted distinct pairs
+        pair_ids, window_of_row = np.unique(codes.astype(np.int64) * (1 << 32) + offset, return_inverse=True)
+        window_of_row = window_of_row.astype(np.int64, copy=False)
         n_windows = len(pair_ids)
         count = np.bincount(window_of_row, minlength=n_windows).astype(np.float64)
         first_row = np.full(n_windows, -1, dtype=np.int64)
@@ -252,17 +310,30 @@ class EntityWindowDetector(BaseDetector):
             return _Windows(rows, window_of_row, np.empty(0, dtype=np.int64), value, start, count,
                             np.empty((0, len(STATISTICS))), bucket_events=bucket_events, pair_ids=pair_ids)
         level = self._level(count, bucket_events, float(view.memory["typical_bucket"][0]))
-        known = view.entities.get_indexer(pd.Index(distinct.astype(str), dtype=object))  # once per distinct key
-        known = np.where(known < 0, len(view.entities), known)  # unseen: the population baseline
+        known = _baseline_rows(view, distinct)  # once per distinct key
         entity = known[codes[first_row]] if n_windows else np.empty(0, dtype=np.int64)
         return _Windows(rows, window_of_row, entity, value, start, count, np.empty((0, len(STATISTICS))),
                         bucket_events=bucket_events, pair_ids=pair_ids, level=level)
 
-    def _statistics(self, view: WindowView, w: _Windows, vectors: np.ndarray) -> _Windows:
-        """The window statistics of :meth:`_assign`'s windows from the events' ``vectors``."""
+    def _no_windows(self, view: WindowView, fitting: bool = False) -> _Windows:
+        """:meth:`_assign` of a view none of whose events has a value and a time (the empty arrays it builds)."""
+        empty_int = np.empty(0, dtype=np.int64)
+        count, bucket_events = np.zeros(0), np.zeros(0)
+        level = None if fitting else self._level(count, bucket_events, float(view.memory["typical_bucket"][0]))
+        return _Windows(empty_int, empty_int.copy(), empty_int.copy(), np.empty(0, dtype=object), empty_int.copy(),
+                        count, np.empty((0, len(STATISTICS))), bucket_events=bucket_events, pair_ids=empty_int.copy(),
+                        level=level)
+
+    def _statistics(self, view: WindowView, w: _Windows, vectors: np.ndarray,
+                    mean: np.ndarray | None = None) -> _Windows:
+        """The window statistics of :meth:`_assign`'s windows from the events' ``vectors`` (``mean``: the windows'
+        mean vectors, when already computed)."""
         rows, window_of_row, entity, start, count = w.rows, w.window_of_row, w.entity, w.start_ms, w.count
         level, pair_ids, n_windows = w.level, w.pair_ids, len(w.count)
-        mean = _group_sums(window_of_row, vectors, n_windows, rows=rows) / np.maximum(count, 1.0)[:, None]
+        if _SHORTCUTS and n_windows == 0:
+            return self._no_statistics(w, vectors)
+        if mean is None:
+            mean = _group_sums(window_of_row, vectors, n_windows, rows=rows) / np.maximum(count, 1.0)[:, None]
         base_mean, base_inv_sd, rate_mean = self._baselines(view, entity, start, count, window_of_row, rows, vectors, level)
         signed = self._t(mean, base_mean, base_inv_sd, count)
         t = np.abs(signed)
@@ -288,6 +359,14 @@ class EntityWindowDetector(BaseDetector):
             credit = self._field_credit(signed, field_t, window_of_row, rows, vectors, base_mean, base_inv_sd)
         return _Windows(rows, window_of_row, entity, w.value, start, count, stats, evidence, credit, w.bucket_events,
                         pair_ids, level)
+
+    def _no_statistics(self, w: _Windows, vectors: np.ndarray) -> _Windows:
+        """:meth:`_statistics` of a view without windows: the empty arrays (and dtypes) its arithmetic yields."""
+        n_fields = vectors.shape[1] - int(self.n_embedding)
+        evidence = np.empty((0, n_fields)) if n_fields else np.empty((0, 0), dtype=np.float32)
+        credit = np.empty(0, dtype=np.float32) if n_fields and self.credit_scale is not None else None
+        return _Windows(w.rows, w.window_of_row, w.entity, w.value, w.start_ms, w.count, np.empty((0, len(STATISTICS))),
+                        evidence, credit, w.bucket_events, w.pair_ids, w.level)
 
     @staticmethod
     def _level(count: np.ndarray, bucket_events: np.ndarray, typical: float) -> np.ndarray:
@@ -326,11 +405,11 @@ class EntityWindowDetector(BaseDetector):
         A shift of a few standard errors that persists window after window builds up, noise averages out, and a
         single wild window (clipped at ``drift_clip``) is the field-shift statistic's business, not this one's;
         ``lambda = drift_smoothing`` sets the memory (0.2: about five windows), so the evidence also fades once
-        an episode ends. Windows must be sorted by ``group`` (the entity), then time. Vectorised: one linear
-        filter over all windows, then each group's carry-over from the groups before it is removed exactly.
+        an episode ends. Windows must be sorted by ``group`` (the entity), then time. Vectorised over entities:
+        one step per window position (every entity's k-th window at once), so an entity's drift depends on its
+        own windows only, bit for bit, whatever else the batch holds (a Spark task holding one entity computes
+        the same numbers). The steps are as many as the most windows one entity has in the batch.
         """
-        from scipy.signal import lfilter
-
         n = signed.shape[0]
         if n == 0:
             return np.zeros_like(signed, dtype=np.float64)
@@ -338,11 +417,16 @@ class EntityWindowDetector(BaseDetector):
         if not 0.0 < lam <= 1.0:
             raise ValueError(f"drift_smoothing must be in (0, 1], got {lam}")
         x = np.clip(signed.astype(np.float64), -float(self.drift_clip), float(self.drift_clip))
-        ewma = lfilter([lam], [1.0, lam - 1.0], x, axis=0)  # z_k = (1 - lam) z_{k-1} + lam x_k
         new = np.r_[True, group[1:] != group[:-1]]
-        start = np.maximum.accumulate(np.where(new, np.arange(n), 0))  # first window of each one's group
-        carried = np.where(start > 0, ewma[np.maximum(start - 1, 0)].T, 0.0).T  # state left by earlier groups
-        ewma -= carried * ((1.0 - lam) ** (np.arange(n) - start + 1))[:, None]
+        position = np.arange(n) - np.maximum.accumulate(np.where(new, np.arange(n), 0))  # k-th window of its group
+        by_position = np.argsort(position, kind="stable")
+        ends = np.cumsum(np.bincount(position))
+        ewma = np.empty_like(x)
+        first = by_position[:ends[0]]
+        ewma[first] = lam * x[first]
+        for lo, hi in zip(ends[:-1], ends[1:]):  # z_k = (1 - lam) z_{k-1} + lam x_k, for every entity at once
+            rows = by_position[lo:hi]
+            ewma[rows] = (1.0 - lam) * ewma[rows - 1] + lam * x[rows]
         return ewma / np.sqrt(lam / (2.0 - lam))
 
     def _baselines(self, view: WindowView, entity: np.ndarray, start: np.ndarray, count: np.ndarray,
@@ -521,7 +605,10 @@ class EntityWindowDetector(BaseDetector):
         if not isinstance(events, pd.DataFrame):
             raise TypeError(f"events must be a DataFrame, got {type(events).__name__}")
         ms = self._times(events)
-        return [self._assign(view, events, ms) for view in self.views_]
+        empty = V.all_missing_columns(events, [v.column for v in self.views_ if v.column in events.columns]) \
+            if _SHORTCUTS else set()
+        return [self._no_windows(view) if view.column in empty else self._assign(view, events, ms)
+                for view in self.views_]
 
     def view_scores(self, X, assigned: list[_Windows] | None = None) -> tuple[np.ndarray, list[_Windows]]:
         """Per-event score of each view ``[n, n_views]`` (``-inf`` where the event has no value) and the windows;
@@ -537,11 +624,13 @@ class EntityWindowDetector(BaseDetector):
             raise ValueError(f"assigned has {len(assigned)} views, the detector has {len(self.views_)}")
         out = np.full((len(events), len(self.views_)), -np.inf)
         windows = []
+        if any(len(w.rows) and w.rows[-1] >= len(events) for w in assigned):
+            raise ValueError("assigned was computed on other events (row positions beyond these events)")
+        means = _window_means(assigned, vectors) if _SHORTCUTS else [None] * len(assigned)
         for j, (view, w) in enumerate(zip(self.views_, assigned)):
-            if len(w.rows) and w.rows[-1] >= len(events):
-                raise ValueError("assigned was computed on other events (row positions beyond these events)")
-            w = self._statistics(view, w, vectors)
-            out[w.rows, j] = self._event_z(view, w).max(axis=1)
+            w = self._statistics(view, w, vectors, mean=means[j])
+            if len(w.rows) or not _SHORTCUTS:
+                out[w.rows, j] = self._event_z(view, w).max(axis=1)
             windows.append(w)
         return out, windows
 

@@ -154,12 +154,45 @@ def _vocab_array(cache: dict, key: str, values: list[str]) -> pa.Array:
     return arr
 
 
-def _lookup(vocab: pa.Array, keys: pa.Array) -> np.ndarray:
-    """Category id of each key: position in the vocabulary + 2, or 1 when unknown (or a null key)."""
+#: Exact shortcuts around fixed per-column costs of ``transform``: an all-missing column takes the outputs of a
+#: missing value without being read, and a few keys are looked up in a cached dict. With ``False`` every column
+#: takes the general path; tests/test_small_batches.py checks that both give the same arrays.
+_SHORTCUTS = True
+#: Keys are looked up one by one in a cached dict when there are at most this many (plus a quarter of the
+#: vocabulary's size); more go through one Arrow hashing pass, which hashes the whole vocabulary (up to
+#: ``max_frequency_values`` strings) on every call: a fixed cost that a small batch should not pay.
+_SMALL_LOOKUP = 64
+#: Up to this many rows, a string column's distinct values are looked up (then spread to the rows) rather than
+#: every row: in a batch, few distinct values, and a vocabulary hashed once per distinct value set.
+_MID_ROWS = 4096
+
+
+def _few(keys, values: list) -> bool:
+    """Whether looking ``keys`` up one by one costs less than hashing the vocabulary ``values`` once more."""
+    return _SHORTCUTS and len(keys) <= _SMALL_LOOKUP + len(values) // 4
+
+
+def _vocab_ids(cache: dict, key: str, values: list[str]) -> dict[str, int]:
+    """{value: category id} of a vocabulary (the first position of a value, as Arrow's set lookup finds it)."""
+    ids = cache.get(key + "/ids")
+    if ids is None:
+        ids = {}
+        for i, v in enumerate(values):
+            ids.setdefault(v, i + N_RESERVED)
+        cache[key + "/ids"] = ids
+    return ids
+
+
+def _lookup(cache: dict, key: str, values: list[str], keys: pa.Array) -> np.ndarray:
+    """Category id of each key: position in the vocabulary ``values`` + 2, or 1 when unknown (or a null key)."""
     if len(keys) == 0:
         return np.zeros(0, dtype=np.int64)
     if keys.type != pa.large_string():
         keys = pc.cast(keys, pa.large_string())
+    if _few(keys, values):
+        ids = _vocab_ids(cache, key, values)
+        return np.fromiter((ids.get(k, UNKNOWN_ID) for k in keys.to_pylist()), dtype=np.int64, count=len(keys))
+    vocab = _vocab_array(cache, key, values)
     pos = pc.fill_null(pc.index_in(keys, value_set=vocab), -1).to_numpy(zero_copy_only=False).astype(np.int64)
     return np.where(pos >= 0, pos + N_RESERVED, UNKNOWN_ID)
 
@@ -170,6 +203,14 @@ def _lookup_rows(cache: dict, key: str, values: list[str], arr: pa.Array) -> np.
     ends with a null)."""
     if len(arr) == 0:
         return np.zeros(0, dtype=np.int64)
+    if _few(arr, values):
+        ids = _vocab_ids(cache, key, values)
+        return np.fromiter((MISSING_ID if k is None else ids.get(k, UNKNOWN_ID) for k in arr.to_pylist()),
+                           dtype=np.int64, count=len(arr))
+    if _SHORTCUTS and len(arr) <= _MID_ROWS:  # a batch: its few distinct values looked up, then spread to rows
+        encoded = pc.dictionary_encode(arr)
+        codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        return _gather(_lookup(cache, key, values, encoded.dictionary), codes, MISSING_ID)
     tables = cache.get(key + "/rows")
     if tables is None:
         value_set = pa.array(list(values) + [None], type=pa.large_string())
@@ -194,6 +235,7 @@ def _gather(per_unique: np.ndarray, codes: np.ndarray, missing_value) -> np.ndar
 
 
 _IPV4_PARTS = r"^(?P<a>\d{1,3})\.(?P<b>\d{1,3})\.(?P<c>\d{1,3})\.(?P<d>\d{1,3})$"
+_IPV4_PY = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})", re.ASCII)  # with fullmatch: _IPV4_PARTS
 
 
 def _parse_ipv4(uniques: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -201,9 +243,14 @@ def _parse_ipv4(uniques: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
 
     Non-public: RFC 1918, loopback, link-local, CGNAT (100.64/10) and 0/8.
     """
-    ext = pc.extract_regex(uniques, pattern=_IPV4_PARTS)
-    a, b, c, d = (pc.fill_null(pc.cast(pc.struct_field(ext, [i]), pa.int64()), 999).to_numpy(zero_copy_only=False)
-                  for i in range(4))
+    if _SHORTCUTS and len(uniques) <= _SMALL_LOOKUP:  # a few: Python's re (ASCII \d, whole string, as RE2's)
+        octets = [None if v is None else _IPV4_PY.fullmatch(v) for v in uniques.to_pylist()]
+        a, b, c, d = np.array([[int(g) for g in m.groups()] if m else [999] * 4 for m in octets],
+                              dtype=np.int64).reshape(-1, 4).T
+    else:
+        ext = pc.extract_regex(uniques, pattern=_IPV4_PARTS)
+        a, b, c, d = (pc.fill_null(pc.cast(pc.struct_field(ext, [i]), pa.int64()), 999).to_numpy(zero_copy_only=False)
+                      for i in range(4))
     valid = (a <= 255) & (b <= 255) & (c <= 255) & (d <= 255)
     a, b, c = (np.where(valid, o, 0) for o in (a, b, c))
     private = valid & (
@@ -234,7 +281,10 @@ def _ip_other(value: str) -> tuple[str, str, float] | None:
 
 def _ip_others(uniques: pa.Array, valid: np.ndarray) -> dict[int, tuple[str, str, float]]:
     """Parts of the values that are not dotted IPv4 but contain a colon (IPv6), by position."""
-    colon = pc.fill_null(pc.match_substring(uniques, ":"), False).to_numpy(zero_copy_only=False) & ~valid
+    if _SHORTCUTS and len(uniques) <= _SMALL_LOOKUP:  # a few: Python's ``in`` (the same literal match)
+        colon = np.array([v is not None and ":" in v for v in uniques.to_pylist()], dtype=bool) & ~valid
+    else:
+        colon = pc.fill_null(pc.match_substring(uniques, ":"), False).to_numpy(zero_copy_only=False) & ~valid
     out = {}
     for i in np.flatnonzero(colon):
         parts = _ip_other(uniques[int(i)].as_py())
@@ -260,7 +310,8 @@ def _ip_keys(uniques: pa.Array) -> tuple[pa.Array, pa.Array, np.ndarray]:
 
 
 def _ip_lookup_tables(cache: dict, key: str, vocab: list[str], shift: tuple[int, ...]) -> tuple:
-    """(int index of the IPv4 vocabulary keys, their vocabulary positions, {any key: position}) — cached."""
+    """(int index of the IPv4 vocabulary keys, their vocabulary positions, {any key: position}, {int key: id}
+    when the int keys are distinct) — cached."""
     tables = cache.get(key)
     if tables is None:
         ints, pos, other = [], [], {}
@@ -270,16 +321,22 @@ def _ip_lookup_tables(cache: dict, key: str, vocab: list[str], shift: tuple[int,
                 ints.append(sum(int(o) << s for o, s in zip(octets, shift)))
                 pos.append(i)
             other[v] = i  # every key, for the values parsed in Python (IPv6, IPv4-mapped)
-        tables = cache[key] = (pd.Index(np.asarray(ints, dtype=np.int64)), np.asarray(pos, dtype=np.int64), other)
+        index = pd.Index(np.asarray(ints, dtype=np.int64))
+        ids = {k: p + N_RESERVED for k, p in zip(ints, pos)} if index.is_unique else None  # for a few keys
+        tables = cache[key] = (index, np.asarray(pos, dtype=np.int64), other, ids)
     return tables
 
 
 def _ip_ids(tables: tuple, int_keys: np.ndarray, valid: np.ndarray, others: dict, which: int) -> np.ndarray:
-    index, pos, other = tables
+    index, pos, other, int_ids = tables
     ids = np.full(len(int_keys), UNKNOWN_ID, dtype=np.int64)
     if valid.any() and len(index):
-        hit = index.get_indexer(int_keys[valid])
-        ids[valid] = np.where(hit >= 0, pos[np.maximum(hit, 0)] + N_RESERVED, UNKNOWN_ID)
+        keys = int_keys[valid]
+        if _SHORTCUTS and len(keys) <= _SMALL_LOOKUP and int_ids is not None:  # a few: a dict, no index set-up
+            ids[valid] = [int_ids.get(k, UNKNOWN_ID) for k in keys.tolist()]
+        else:
+            hit = index.get_indexer(keys)
+            ids[valid] = np.where(hit >= 0, pos[np.maximum(hit, 0)] + N_RESERVED, UNKNOWN_ID)
     for i, parts in others.items():
         j = other.get(parts[which])
         if j is not None:
@@ -521,7 +578,7 @@ def _tf_categorical(st: dict, s: pd.Series, cache: dict, clip: float):
         # strings: look each row up in the (small) vocabulary directly, no dictionary-encoding pass
         return [], [_lookup_rows(cache, "vocab", st["vocab"], V.arrow_strings(s, kind))], 0
     codes, uniques = V.factorize(s, kind, as_numbers=st["as_numbers"])
-    return [], [_gather(_lookup(_vocab_array(cache, "vocab", st["vocab"]), uniques), codes, MISSING_ID)], 0
+    return [], [_gather(_lookup(cache, "vocab", st["vocab"], uniques), codes, MISSING_ID)], 0
 
 
 def _freq_state(uniques: pa.Array, counts: np.ndarray, n_missing: int, n_rows: int, cap: int) -> dict:
@@ -538,7 +595,7 @@ def _freq(st: dict, cache: dict, uniques: pa.Array, codes: np.ndarray) -> np.nda
     if counts is None:
         raw = np.append(np.asarray(st["freq_counts"], dtype=np.float64), 0.0)
         counts = cache["freq_counts"] = np.log1p(raw) / denom
-    ids = _lookup(_vocab_array(cache, "freq", st["freq_values"]), uniques)  # 1 = unseen, 2.. = position + 2
+    ids = _lookup(cache, "freq", st["freq_values"], uniques)  # 1 = unseen, 2.. = position + 2
     per = np.where(ids >= N_RESERVED, counts[np.maximum(ids - N_RESERVED, 0)], 0.0).astype(np.float32)
     return _gather(per, codes, np.float32(np.log1p(st["missing_count"]) / denom))
 
@@ -606,7 +663,7 @@ def _tf_text(st: dict, s: pd.Series, cache: dict, clip: float):
     # (``factorize_first`` in the state is kept for older files; the distinct-values path is used always.)
     codes, uniques = V.factorize(s)
     templ, _ = T.template_array(uniques, st["masks"])
-    ids = _gather(_lookup(_vocab_array(cache, "vocab", st["vocab"]), templ), codes, MISSING_ID)
+    ids = _gather(_lookup(cache, "vocab", st["vocab"], templ), codes, MISSING_ID)
     center, scale = st["length_center"], st["length_scale"]
     lens = np.log1p(pc.utf8_length(uniques).to_numpy(zero_copy_only=False).astype(np.float64))
     z = np.clip((lens - center) / scale, -clip, clip).astype(np.float32)
@@ -647,11 +704,26 @@ def _fit_high_cardinality(p: R.ColumnProfile, hints: dict, enc: "FeatureEncoder"
 
 def _tf_high_cardinality(st: dict, s: pd.Series, cache: dict, clip: float):
     codes, uniques = V.factorize(s)
-    cats = [_gather(_lookup(_vocab_array(cache, "vocab", st["vocab"]), uniques), codes, MISSING_ID)]
+    cats = [_gather(_lookup(cache, "vocab", st["vocab"], uniques), codes, MISSING_ID)]
     if st.get("domain_vocab") is not None:
         doms = T.registered_domain(uniques)
-        cats.append(_gather(_lookup(_vocab_array(cache, "domain", st["domain_vocab"]), doms), codes, MISSING_ID))
+        cats.append(_gather(_lookup(cache, "domain", st["domain_vocab"], doms), codes, MISSING_ID))
     return [_freq(st, cache, uniques, codes)], cats, 0
+
+
+def _all_missing(s: pd.Series) -> bool:
+    """Whether every value of a (non-empty) column is missing: such a column encodes exactly as an absent one."""
+    return len(s) > 0 and s.count() == 0
+
+
+def _missing_outputs(st: dict, cache: dict, clip: float) -> tuple[list, list]:
+    """The outputs of one missing value of a column (numeric then categorical scalars): what its role's transform
+    gives a missing value (every output depends on its own row only), computed once per column and cached."""
+    out = cache.get("missing_outputs")
+    if out is None:
+        nums, cats, _ = _TRANSFORM[st["role"]](st, pd.Series([np.nan]), cache, clip)
+        out = cache["missing_outputs"] = ([a[0] for a in nums], [a[0] for a in cats])
+    return out
 
 
 _FIT: dict[str, Callable] = {
@@ -877,7 +949,7 @@ class FeatureEncoder(BaseEstimator):
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
         names: dict[str, Any] = {}
-        for key in df.columns:
+        for key in df.columns.tolist():
             name = str(key)
             if name in names:
                 raise ValueError(f"duplicate column name {name!r}")
@@ -985,11 +1057,19 @@ class FeatureEncoder(BaseEstimator):
         if caches is None:
             caches = self._caches = {s["column"]: {} for s in self.columns_}
 
-        columns = {st["column"]: df[names[st["column"]]] for st in active if st["column"] in names}
+        # an all-missing column encodes exactly as an absent one (the outputs of a missing value on every row):
+        # it is found from the frame's arrays, and never read as a Series
+        empty = V.all_missing_columns(df, [names[st["column"]] for st in active if st["column"] in names]) \
+            if _SHORTCUTS else set()
+        columns = {st["column"]: df[names[st["column"]]] for st in active
+                   if st["column"] in names and names[st["column"]] not in empty}
         n_blocks = max(1, -(-n // max(1, int(self.chunk_rows))))
         step = max(1, -(-n // n_blocks))  # equal blocks: no straggler
         bounds = [(lo, min(lo + step, n)) for lo in range(0, n, step)] or [(0, 0)]
-        tasks = [(k, lo, hi) for lo, hi in bounds for k in range(len(active))]
+        # absent and all-missing columns are written at once below, not as tasks
+        constant = [k for k, st in enumerate(active) if _SHORTCUTS and st["column"] not in columns]
+        read = sorted(set(range(len(active))) - set(constant))
+        tasks = [(k, lo, hi) for lo, hi in bounds for k in read]
 
         # Each task copies its outputs into one row of a column-major buffer (a contiguous copy, in the threads:
         # numpy copies release the GIL); the buffers are then transposed into the row-major outputs by row
@@ -1005,16 +1085,27 @@ class FeatureEncoder(BaseEstimator):
             i_cat += len(st["categorical"])
         if (i_num, i_cat) != (d_num, d_cat):
             raise RuntimeError("internal error: output widths disagree with the fitted state")
+        self._write_missing_outputs([active[k] for k in constant], [offsets[k] for k in constant], caches,
+                                    num_t, cat_t)
 
         def run(task: tuple[int, int, int]) -> int:
             k, lo, hi = task
             st = active[k]
             col = st["column"]
+            cache = caches.setdefault(col, {})
+            series = None
             if col in columns:
-                series = columns[col].iloc[lo:hi]
-            else:
+                series = columns[col] if _SHORTCUTS and lo == 0 and hi == n else columns[col].iloc[lo:hi]
+                if _SHORTCUTS and n_blocks > 1 and _all_missing(series):  # a block of a sparse column
+                    series = None
+            if series is None and _SHORTCUTS:  # absent or all missing: the outputs of a missing value, on every row
+                nums, cats = _missing_outputs(st, cache, float(self.clip))
+                bad = 0
+            elif series is None:
                 series = pd.Series(np.full(hi - lo, np.nan), index=df.index[lo:hi])
-            nums, cats, bad = _TRANSFORM[st["role"]](st, series, caches.setdefault(col, {}), float(self.clip))
+                nums, cats, bad = _TRANSFORM[st["role"]](st, series, cache, float(self.clip))
+            else:
+                nums, cats, bad = _TRANSFORM[st["role"]](st, series, cache, float(self.clip))
             if len(nums) != len(st["numeric"]) or len(cats) != len(st["categorical"]):
                 raise RuntimeError(f"internal error: outputs of {col!r} disagree with the fitted state")
             j_num, j_cat = offsets[k]
@@ -1055,6 +1146,26 @@ class FeatureEncoder(BaseEstimator):
             categorical_names=list(self.categorical_names_), cardinalities=list(self.cardinalities_),
             sources=dict(self.sources_), report=report,
         )
+
+    def _write_missing_outputs(self, states: list[dict], offsets: list[tuple[int, int]], caches: dict,
+                               num_t: np.ndarray, cat_t: np.ndarray) -> None:
+        """Every row of the (column-major) outputs of columns that are absent or all missing: the outputs of a
+        missing value, written in one assignment per buffer (a single event has dozens of such columns)."""
+        rows_num, values_num, rows_cat, values_cat = [], [], [], []
+        for st, (j_num, j_cat) in zip(states, offsets):
+            nums, cats = _missing_outputs(st, caches.setdefault(st["column"], {}), float(self.clip))
+            if len(nums) != len(st["numeric"]) or len(cats) != len(st["categorical"]):
+                raise RuntimeError(f"internal error: outputs of {st['column']!r} disagree with the fitted state")
+            rows_num += range(j_num, j_num + len(nums))
+            values_num += nums
+            rows_cat += range(j_cat, j_cat + len(cats))
+            values_cat += cats
+        # values of several dtypes: gathered as float64 (exact for float32 too) and int64, cast on assignment
+        # exactly as each column's own output array would be
+        if rows_num:
+            num_t[rows_num] = np.asarray(values_num, dtype=np.float64)[:, None]
+        if rows_cat:
+            cat_t[rows_cat] = np.asarray(values_cat, dtype=np.int64)[:, None]
 
     def fit_transform(self, df: pd.DataFrame, y: Any = None) -> EncodedFeatures:
         return self.fit(df).transform(df)

@@ -30,6 +30,12 @@ KIND_DATETIME = "datetime"
 KIND_MIXED = "mixed"  # object column holding several Python types (dicts, lists, numbers and strings, ...)
 
 _UNIT_TO_MS = {"s": 1e3, "ms": 1.0, "us": 1e-3, "ns": 1e-6}
+#: Up to this many values, distinct strings are numbered in a Python dict and millisecond times read from their
+#: int64 storage: the same codes and numbers as Arrow's dictionary encoding and casts, without their per-call
+#: cost (which is what one event pays). ``_SHORTCUTS = False`` always takes the Arrow path (see
+#: tests/test_small_batches.py).
+_SMALL = 64
+_SHORTCUTS = True
 
 
 def column_kind(s: pd.Series) -> str:
@@ -191,6 +197,11 @@ def to_epoch_ms(s: pd.Series, *, kind: str | None = None, unit: str | None = Non
     (``2024-03-01T10:00:00.123Z``, offsets allowed). Numbers: epoch in ``unit`` (guessed from magnitude if None).
     """
     kind = kind or column_kind(s)
+    if kind == KIND_DATETIME and _SHORTCUTS and _ms_unit(s.dtype):  # read the int64 storage (any size)
+        ms = np.asarray(s.array.asi8)
+        missing = ms == np.iinfo(np.int64).min  # NaT
+        if np.all((np.abs(ms) < 2 ** 53) | missing):  # exact in float64, as Arrow's (safe) cast requires
+            return np.where(missing, np.nan, ms.astype(np.float64)), 0
     if kind == KIND_DATETIME:
         arr = pa.array(s, from_pandas=True)
         if pa.types.is_date(arr.type):
@@ -218,6 +229,19 @@ def to_epoch_ms(s: pd.Series, *, kind: str | None = None, unit: str | None = Non
             x[np.flatnonzero(failed)] = num * _UNIT_TO_MS[u]
         failed = present & np.isnan(x)
     return x, int(failed.sum())
+
+
+def _ms_unit(dtype) -> bool:
+    """A time-zone-aware datetime dtype stored in milliseconds (what :func:`obsad.ocsf.load_events` gives)."""
+    return isinstance(dtype, pd.DatetimeTZDtype) and dtype.unit == "ms"
+
+
+def _encode_few(arr: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Arrow's ``dictionary_encode`` of a few strings: codes (-1 = null) and distinct values in order of first
+    appearance, numbered in a dict."""
+    seen: dict[str, int] = {}
+    codes = [-1 if v is None else seen.setdefault(v, len(seen)) for v in arr.to_pylist()]
+    return np.asarray(codes, dtype=np.int64), pa.array(list(seen), type=arr.type)
 
 
 def _arrow(values) -> pa.Array:
@@ -269,9 +293,12 @@ def factorize(s: pd.Series, kind: str | None = None, *, as_numbers: bool = False
         arr = _arrow(s)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return factorize(s, KIND_MIXED, as_numbers=as_numbers)
-    enc = pc.dictionary_encode(arr)
-    codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-    uniques = enc.dictionary
+    if _SHORTCUTS and len(arr) <= _SMALL:
+        codes, uniques = _encode_few(arr)
+    else:
+        enc = pc.dictionary_encode(arr)
+        codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        uniques = enc.dictionary
     if as_numbers and len(uniques):
         strs = np.asarray(uniques.to_numpy(zero_copy_only=False), dtype=object)
         num = pd.to_numeric(pd.Series(strs, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
@@ -281,3 +308,23 @@ def factorize(s: pd.Series, kind: str | None = None, *, as_numbers: bool = False
             strs[ok] = canonical_numbers(num[ok])
             uniques = _arrow(strs)
     return codes, uniques
+
+
+def all_missing_columns(df: pd.DataFrame, keys: list) -> set:
+    """The keys (of ``keys``) of ``df``'s columns whose every value is missing (none when ``df`` has no rows).
+
+    Read from the frame's blocks (one missing-value test per block of same-typed columns): selecting a column
+    builds a Series (about 10 µs each, the whole budget of a one-event transform of a wide, mostly empty table).
+    Where those internals are missing (another pandas), each column is read as a Series instead: the same
+    answer, more slowly."""
+    if not len(df):
+        return set()
+    columns = df.columns.tolist()
+    empty = np.zeros(len(columns), dtype=bool)
+    try:
+        for block in df._mgr.blocks:
+            missing = np.asarray(pd.isna(block.values), dtype=bool)
+            empty[block.mgr_locs.as_array] = missing.all(axis=-1) if missing.ndim == 2 else missing.all()
+    except AttributeError:  # pragma: no cover - another pandas: the public, slower way
+        return {key for key in keys if df[key].count() == 0}
+    return {key for key, e in zip(columns, empty.tolist()) if e} & set(keys)

@@ -22,6 +22,7 @@ number, bad values become missing and are reported with the event's position.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import gzip
@@ -46,6 +47,11 @@ __all__ = ["OCSFLoadError", "LoadReport", "LoadResult", "load_events", "ocsf_dot
 COERCE_THRESHOLD = 0.99
 _DETAIL_MAX = 120
 _SAMPLE = 500
+#: Exact shortcuts around fixed per-column costs (a pandas Series per step, a regex compiled per call). With
+#: ``False`` every column takes the general code path; tests/test_small_batches.py checks that both give the same
+#: tables and reports.
+_SHORTCUTS = True
+_FEW = 64  # up to this many values, Python counts a sample faster than Arrow's call overhead
 _MISSING_TOKENS = ("", "null", "none", "nan", "n/a")
 _MISSING_SET = frozenset(_MISSING_TOKENS)
 _STR_DTYPE = pd.Series(["a"]).dtype  # the default string dtype of the installed pandas ("str" in pandas 3)
@@ -291,36 +297,96 @@ def _repr_series(values: pd.Series) -> pd.Series:
     return pd.Series([repr(_trunc(v, 80)) if isinstance(v, str) else _trunc(v, 80) for v in values], dtype=object)
 
 
+@functools.lru_cache(maxsize=256)
+def _string_dtype(dt: Any) -> bool:
+    return pd.api.types.is_string_dtype(dt) and not isinstance(dt, pd.CategoricalDtype)
+
+
 def _is_string_col(s: pd.Series) -> bool:
-    return pd.api.types.is_string_dtype(s.dtype) and not isinstance(s.dtype, pd.CategoricalDtype)
+    """Text dtype (not categorical). Cached per dtype: it is asked of every column in several steps."""
+    try:
+        return _string_dtype(s.dtype)
+    except TypeError:  # an unhashable dtype
+        return _string_dtype.__wrapped__(s.dtype)
+
+
+def _notna(s: pd.Series) -> np.ndarray:
+    """``s.notna()`` as a numpy array, on the column's own array (no Series built: a per-column fixed cost)."""
+    return ~np.asarray(pd.isna(s.array), dtype=bool)
+
+
+def _arrow_text(s: pd.Series) -> pa.ChunkedArray | None:
+    """The Arrow storage of a pyarrow-backed text column (every present value a str), else None."""
+    if isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow":
+        return s.array.__arrow_array__()
+    return None
+
+
+def _sample_positions(valid: np.ndarray, k: int) -> np.ndarray:
+    """Positions of up to k of the valid values, evenly spaced over them."""
+    pos = np.flatnonzero(valid)
+    if len(pos) > k:
+        pos = pos[np.linspace(0, len(pos) - 1, k).astype(np.int64)]
+    return pos
 
 
 def _sample(s: pd.Series, k: int = _SAMPLE) -> list[Any]:
     """Up to k non-null values of ``s`` as a list, evenly spaced over the column (deterministic, no full copy)."""
     arrow = isinstance(s.dtype, (pd.ArrowDtype, pd.StringDtype)) and getattr(s.dtype, "storage", "pyarrow") == "pyarrow"
+    if _SHORTCUTS and len(s) <= k:  # every non-null value, in order: one conversion, no positions
+        if arrow:
+            return [v for v in s.array.__arrow_array__().to_pylist() if v is not None]
+        values = s.tolist()
+        ok = _notna(s)
+        return values if ok.all() else [v for v, keep in zip(values, ok.tolist()) if keep]
     if arrow:
         arr = s.array.__arrow_array__()
         valid = arr.is_valid()
         if isinstance(valid, pa.ChunkedArray):
             valid = valid.combine_chunks()
-        pos = np.flatnonzero(valid.to_numpy(zero_copy_only=False))
-    else:
-        pos = np.flatnonzero(s.notna().to_numpy(dtype=bool))
-    if len(pos) > k:
-        pos = pos[np.linspace(0, len(pos) - 1, k).astype(np.int64)]
-    if arrow:
+        pos = _sample_positions(valid.to_numpy(zero_copy_only=False), k)
         return arr.take(pa.array(pos)).to_pylist()
-    return s.iloc[pos].tolist()
+    return s.iloc[_sample_positions(s.notna().to_numpy(dtype=bool), k)].tolist()
+
+
+def _text_sample_counts(arr: pa.ChunkedArray, k: int = _SAMPLE) -> tuple[list[str], list[int], int]:
+    """The :func:`_sample` of a text column as its distinct values and their counts (and its size), counted by
+    Arrow: the screens below only ask how many sampled values pass a test, so each distinct value is tested once,
+    without first turning every sampled value into a Python string."""
+    if len(arr) > k:
+        valid = arr.is_valid()
+        if isinstance(valid, pa.ChunkedArray):
+            valid = valid.combine_chunks()
+        arr = arr.take(pa.array(_sample_positions(valid.to_numpy(zero_copy_only=False), k)))
+    arr = arr.drop_null()
+    counted = pc.value_counts(arr)
+    return counted.field("values").to_pylist(), counted.field("counts").to_pylist(), len(arr)
 
 
 def _object_array(values: Sequence[Any]) -> np.ndarray:
     return np.fromiter(values, dtype=object, count=len(values))
 
 
+def _masked_array(arr: np.ndarray, kind: str) -> pd.api.extensions.ExtensionArray:
+    """``pd.array(arr, dtype="Int64" or "boolean")`` of an object array of Python/numpy integers or booleans and
+    missing values, built from its values and mask (same values, same hidden fill under the mask: 1 and False);
+    a value beyond int64 raises OverflowError as there."""
+    missing = np.asarray(pd.isna(arr), dtype=bool)
+    if kind == "integer":
+        data = np.ones(len(arr), dtype=np.int64)
+        data[~missing] = arr[~missing].astype(np.int64)
+        return pd.arrays.IntegerArray(data, missing)
+    data = np.zeros(len(arr), dtype=bool)
+    data[~missing] = arr[~missing].astype(bool)
+    return pd.arrays.BooleanArray(data, missing)
+
+
 def _infer_series(arr: np.ndarray) -> pd.Series:
     """A Series of the narrowest faithful dtype for an object array of JSON scalars (None = missing)."""
     kind = pd.api.types.infer_dtype(arr, skipna=True)
     try:
+        if _SHORTCUTS and kind in ("integer", "boolean"):
+            return pd.Series(_masked_array(arr, kind))
         if kind == "integer":
             return pd.Series(pd.array(arr, dtype="Int64"))
         if kind in ("floating", "mixed-integer-float"):
@@ -332,6 +398,10 @@ def _infer_series(arr: np.ndarray) -> pd.Series:
     except (OverflowError, TypeError, ValueError):
         pass
     return pd.Series(arr, dtype=object)
+
+
+#: The kinds (of ``pd.api.types.infer_dtype``) that :func:`_infer_series` turns into a narrower dtype than object.
+_NARROWER = frozenset({"integer", "floating", "mixed-integer-float", "string", "boolean"})
 
 
 def _normalise_dtype(s: pd.Series) -> pd.Series:
@@ -352,7 +422,10 @@ def _normalise_dtype(s: pd.Series) -> pd.Series:
     if pd.api.types.is_float_dtype(dt):
         return s.astype(np.float64) if dt != np.float64 else s
     if dt == object:
-        return _infer_series(s.to_numpy(dtype=object))
+        values = s.to_numpy(dtype=object)
+        if _SHORTCUTS and pd.api.types.infer_dtype(values, skipna=True) not in _NARROWER:
+            return s  # stays an object column of these values: no new Series
+        return _infer_series(values)
     if _is_string_col(s) and dt != _STR_DTYPE:
         return s.astype(_STR_DTYPE)
     return s
@@ -376,7 +449,7 @@ class _Builder:
         self.pos = np.asarray(pos, dtype=np.int64)
         self.cols: dict[str, pd.Series] = {}
         self.nested: dict[str, pd.Series] = {}  # reached through objects; merged after renaming (flat wins)
-        self.problems: list[pd.DataFrame] = []
+        self.problems: list[tuple[list, list, list, list]] = []  # (lines, fields, reasons, details)
         self.coerced: dict[str, str] = {}
         self.renamed: dict[str, str] = {}
         self.expanded: dict[str, list[str]] = {}
@@ -384,6 +457,7 @@ class _Builder:
         self.json_arrays: set[str] = set()
         self.derived: set[str] = set()  # columns made from arrays: never re-typed
         self._samples: dict[str, tuple[pd.Series, list[Any]]] = {}
+        self._counts: dict[str, tuple[pd.Series, tuple]] = {}
 
     def sample(self, name: str) -> list[Any]:
         """Evenly spaced non-null values of column ``name`` (cached while the column is unchanged)."""
@@ -395,22 +469,34 @@ class _Builder:
         self._samples[name] = (s, values)
         return values
 
+    def sample_counts(self, name: str) -> tuple[list[Any], list[int], int, bool]:
+        """:meth:`sample` as (values, how many times each, sample size, whether every value is a str): distinct
+        values once for text (cached while the column is unchanged)."""
+        s = self.cols[name]
+        hit = self._counts.get(name)
+        if hit is not None and hit[0] is s:
+            return hit[1]
+        text = _arrow_text(s) if _SHORTCUTS and len(s) > _FEW else None  # counted by Arrow past a few values
+        if text is not None:
+            values, counts, size = _text_sample_counts(text)
+            out = (values, counts, size, True)
+        else:
+            sample = self.sample(name)
+            if all(type(v) is str for v in sample):
+                counted = collections.Counter(sample)
+                out = (list(counted), list(counted.values()), len(sample), True)
+            else:
+                out = (sample, [1] * len(sample), len(sample), all(isinstance(v, str) for v in sample))
+        self._counts[name] = (s, out)
+        return out
+
     # problems ------------------------------------------------------------------------------------------
     def problem(self, rows: np.ndarray, field: str | None, reason: str, details: Iterable[str] | str) -> None:
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size == 0:
             return
         detail = [details] * rows.size if isinstance(details, str) else list(details)
-        self.problems.append(
-            pd.DataFrame(
-                {
-                    "line": self.pos[rows],
-                    "field": [field] * rows.size,
-                    "reason": [reason] * rows.size,
-                    "detail": detail,
-                }
-            )
-        )
+        self.problems.append((self.pos[rows].tolist(), [field] * rows.size, [reason] * rows.size, detail))
 
     # merging -------------------------------------------------------------------------------------------
     def merge(self, name: str, new: pd.Series, origin: str) -> None:
@@ -969,6 +1055,17 @@ def _string_view(s: pd.Series) -> pd.Series | None:
     return nn.map(lambda v: ("true" if v else "false") if isinstance(v, (bool, np.bool_)) else str(v)).astype(object)
 
 
+def _first_characters(values: list[str], counts: list[int]) -> dict[str, int]:
+    """How many sampled values start (after leading whitespace) with ``{`` and with ``[`` (distinct ``values``,
+    each seen ``counts`` times: a categorical column's sample repeats a few values hundreds of times)."""
+    opens = {"{": 0, "[": 0}
+    for value, count in zip(values, counts):
+        first = value.lstrip()[:1]
+        if first in opens:
+            opens[first] += count
+    return opens
+
+
 def _expand_json_columns(b: _Builder) -> None:
     pending = sorted(b.cols)
     for _ in range(5):  # JSON inside JSON, a few levels at most
@@ -978,15 +1075,15 @@ def _expand_json_columns(b: _Builder) -> None:
             s = b.cols.get(name)
             if s is None or not (_is_string_col(s) or s.dtype == object):
                 continue
-            sample = b.sample(name)
-            if not sample or not all(isinstance(v, str) for v in sample):
+            values, counts, n_sample, all_text = b.sample_counts(name)
+            if not n_sample or not all_text:
                 continue
-            first = pd.Series([v.lstrip()[:1] for v in sample], dtype=object)
-            if not ((first == "{").any() or (first == "[").any()):
+            opens = _first_characters(values, counts)
+            if not (opens["{"] or opens["["]):
                 continue
             nn = s.dropna()
             for opener, kind in (("{", dict), ("[", list)):
-                if (first == opener).mean() < COERCE_THRESHOLD:
+                if opens[opener] / n_sample < COERCE_THRESHOLD:
                     continue
                 if s.dtype == object and not all(isinstance(v, str) for v in nn):
                     break
@@ -1108,8 +1205,10 @@ _INVALID = object()
 def _resolve_object_scalar_conflicts(b: _Builder) -> None:
     """A name holding scalars in some events and objects (``name.*`` columns) in others: the minority is wrong."""
     names = sorted(b.cols)
+    # names that have dotted children (columns are only removed below, so no other name gains any)
+    parents = {name[:i] for name in names for i, ch in enumerate(name) if ch == "."}
     for name in names:
-        if name not in b.cols:
+        if name not in b.cols or (_SHORTCUTS and name not in parents):
             continue
         prefix = name + "."
         children = [c for c in b.cols if c.startswith(prefix)]
@@ -1214,6 +1313,24 @@ def _joined_lists(n: int, parents: np.ndarray, values: pa.Array, valid: np.ndarr
     return pd.Series(joined.to_pandas(), dtype=_STR_DTYPE)
 
 
+def _distinct_sorted_pairs(rows: np.ndarray, keys: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """The distinct (row, key) pairs with a non-null key, sorted by row then key (code-point order, as Python
+    sorts strings; UTF-8 byte order is the same): integers and one small sort of the distinct keys, no frame."""
+    keep = keys.is_valid().to_numpy(zero_copy_only=False)
+    if not keep.all():
+        rows, keys = rows[keep], keys.filter(pa.array(keep))
+    if len(keys) == 0:
+        return np.zeros(0, dtype=np.int64), pa.array([], pa.string())
+    encoded = pc.dictionary_encode(keys)
+    distinct = encoded.dictionary
+    order = pc.sort_indices(distinct).to_numpy(zero_copy_only=False).astype(np.int64)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order), dtype=np.int64)
+    width = np.int64(len(order))
+    pairs = np.unique(rows.astype(np.int64) * width + rank[encoded.indices.to_numpy(zero_copy_only=False)])
+    return pairs // width, distinct.take(pa.array(order[pairs % width])).cast(pa.string())
+
+
 def _summarise_list_arrow(b: _Builder, name: str, arr: pa.Array) -> bool:
     """Vectorised summary of an Arrow list column (length n); False if its elements are not summarisable here."""
     n = len(arr)
@@ -1233,13 +1350,11 @@ def _summarise_list_arrow(b: _Builder, name: str, arr: pa.Array) -> bool:
                 continue
             key = values if key is None else pc.coalesce(key, values)
         if key is None:
-            keys = pd.DataFrame({"p": np.zeros(0, dtype=np.int64), "k": pd.Series([], dtype=object)})
+            key_rows, key_values = np.zeros(0, dtype=np.int64), pa.array([], pa.string())
         else:
             key = pc.if_else(flat.is_valid(), key, pa.scalar(None, pa.string()))
-            keys = pd.DataFrame({"p": parents, "k": key.to_numpy(zero_copy_only=False)})
-            keys = keys[keys["k"].notna()].drop_duplicates().sort_values(["p", "k"], kind="stable")
-        key_values = pa.array(keys["k"].to_numpy(dtype=object), pa.string())
-        types = _joined_lists(n, keys["p"].to_numpy(dtype=np.int64), key_values, valid)
+            key_rows, key_values = _distinct_sorted_pairs(parents, key)
+        types = _joined_lists(n, key_rows, key_values, valid)
         count = pc.list_value_length(arr).to_pandas(types_mapper=_arrow_mapper)
         del b.cols[name]
         origin = f"the {_list_origin(b, name)} {name!r}"
@@ -1267,6 +1382,8 @@ def _summarise_list_arrow(b: _Builder, name: str, arr: pa.Array) -> bool:
 def _summarise_list_python(b: _Builder, name: str) -> None:
     """Object column: lists (the majority form) are summarised, the minority form is reported and set missing."""
     s = b.cols[name]
+    if _SHORTCUTS and not _notna(s).any():
+        return
     nn = s.dropna()
     if nn.empty:
         return
@@ -1322,6 +1439,11 @@ def _summarise_list_python(b: _Builder, name: str) -> None:
         b.coerced[name] = f"{_list_origin(b, name)}→text joined with '|' ({len(lists):,} values)"
 
 
+def _lowered(values: list[Any], counts: list[int]) -> list[tuple[str, int]]:
+    """(stripped lower-case text, count) of sampled ``values`` (each seen ``counts`` times)."""
+    return [((x if type(x) is str else _scalar_text(x)).strip().lower(), c) for x, c in zip(values, counts)]
+
+
 def _coerce_text_columns(b: _Builder, skip: set[str]) -> None:
     for name in sorted(b.cols):
         if name in skip:
@@ -1329,17 +1451,17 @@ def _coerce_text_columns(b: _Builder, skip: set[str]) -> None:
         s = b.cols[name]
         if not (_is_string_col(s) or s.dtype == object):
             continue
-        sample = b.sample(name) if len(s) else []
-        if not sample or not any(isinstance(v, str) for v in sample):
+        values, counts, n_sample, _ = b.sample_counts(name) if len(s) else ([], [], 0, False)
+        if not n_sample or not any(isinstance(v, str) for v in values):
             continue
         # cheap screen on an evenly spaced sample before touching the whole column
-        low = [(x if type(x) is str else _scalar_text(x)).strip().lower() for x in sample]
-        st = [v for v in low if v not in _MISSING_SET]
-        if not st:
+        st = [(v, c) for v, c in _lowered(values, counts) if v not in _MISSING_SET]
+        n_st = sum(c for _, c in st)
+        if not n_st:
             continue
         fullmatch = _FLOAT_PY.fullmatch
-        is_bool = sum(v in ("true", "false") for v in st) >= 0.9 * len(st)
-        is_num = not is_bool and sum(fullmatch(v) is not None for v in st) >= 0.9 * len(st)
+        is_bool = sum(c for v, c in st if v in ("true", "false")) >= 0.9 * n_st
+        is_num = not is_bool and sum(c for v, c in st if fullmatch(v) is not None) >= 0.9 * n_st
         if not (is_bool or is_num):
             if s.dtype == object:
                 _stringify_mixed(b, name)
@@ -1474,60 +1596,102 @@ def _finish_coercion(
     b.coerced[name] = desc + ")"
 
 
-def _parse_times(b: _Builder, name: str) -> tuple[pd.Series, dict[str, int]]:
-    """Column -> datetime64[ms, UTC]; unparseable values are reported. Returns (times, counts by unit)."""
+_NAT = np.iinfo(np.int64).min  # NaT as int64
+
+
+def _all_contain(text: pd.Series, char: str) -> bool:
+    """Whether every value of a text Series (no missing values) contains ``char``. A value with a character that
+    no number has (``:``) cannot be a number: this spares the number pattern on ISO times (a fixed cost of about
+    0.2 ms per call in pandas, which checks the pattern for RE2 compatibility each time)."""
+    if not (isinstance(text.dtype, pd.StringDtype) and text.dtype.storage == "pyarrow"):
+        return False
+    arr = text.array.__arrow_array__()
+    return bool(pc.all(pc.match_substring(arr, char)).as_py()) if len(arr) else False
+
+
+def _ms_series(ms: np.ndarray) -> pd.Series:
+    """int64 epoch milliseconds (``_NAT`` = missing) -> a ``datetime64[ms, UTC]`` Series on RangeIndex."""
+    return pd.Series(ms.view("M8[ms]"), dtype="datetime64[ms, UTC]")
+
+
+def _ms_of(times: pd.Series) -> np.ndarray:
+    """The int64 epoch milliseconds of a ``datetime64[ms, UTC]`` Series (``_NAT`` = missing)."""
+    return np.asarray(times.array.asi8)
+
+
+def _parse_times(b: _Builder, name: str) -> tuple[np.ndarray, dict[str, int]]:
+    """Column -> epoch milliseconds of datetime64[ms, UTC] (int64, ``_NAT`` for missing); unparseable values are
+    reported. Returns (milliseconds, counts by unit).
+
+    The result is assembled as int64 milliseconds, wrapped in a Series only where it is kept (no per-step
+    Series: they dominate the cost of a small batch)."""
     s = b.cols[name]
     n = b.n
-    out = pd.Series(pd.NaT, index=pd.RangeIndex(n), dtype="datetime64[ms, UTC]")
     units: dict[str, int] = {}
     if isinstance(s.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(s.dtype):
         t = s if isinstance(s.dtype, pd.DatetimeTZDtype) else s.dt.tz_localize("UTC")
-        out = t.dt.tz_convert("UTC").astype("datetime64[ms, UTC]")
-        units["datetime"] = int(out.notna().sum())
+        out = _ms_of(t.dt.tz_convert("UTC").astype("datetime64[ms, UTC]"))
+        units["datetime"] = int((out != _NAT).sum())
         return out, units
-    nn = s.dropna()
-    if nn.empty:
+    out = np.full(n, _NAT, dtype=np.int64)
+    present = _notna(s)
+    if not present.any():
         return out, units
-    numeric = pd.Series(np.full(len(nn), np.nan), index=nn.index)
-    text = pd.Series(dtype=object)
-    if nn.dtype == object and pd.api.types.infer_dtype(nn, skipna=True) in ("datetime", "datetime64", "date"):
-        conv = pd.to_datetime(nn, utc=True, errors="coerce")
-        ok = conv.dropna()
-        out.loc[ok.index] = ok.astype("datetime64[ms, UTC]")
-        units["datetime"] = int(len(ok))
-        return out, units
-    if pd.api.types.is_numeric_dtype(nn.dtype) and not pd.api.types.is_bool_dtype(nn.dtype):
-        numeric = nn.astype(np.float64)
+    text = None
+    rows, num = np.zeros(0, dtype=np.int64), np.zeros(0)
+    if _SHORTCUTS and (isinstance(s.dtype, pd.Int64Dtype) or s.dtype == np.float64):
+        # epoch numbers (the common case): straight from the column's values
+        rows = np.flatnonzero(present)
+        num = s.to_numpy(dtype=np.float64, na_value=np.nan)[rows]
     else:
-        view = _string_view(nn) if nn.dtype == object else nn
-        if view is None:
-            view = nn.map(lambda v: v if isinstance(v, str) else _trunc(v))
-        view = view.astype(_STR_DTYPE).str.strip()
-        is_num = view.str.fullmatch(_FLOAT_RE).to_numpy(dtype=bool)
-        numeric = pd.to_numeric(view[is_num], errors="coerce").astype(np.float64).reindex(nn.index)
-        text = view[~is_num]
+        if _SHORTCUTS and s.dtype == _STR_DTYPE:  # text: stripped in place of the column, then its present values
+            view = s.str.strip()
+            if not present.all():
+                view = view[present]
+        else:
+            nn = s.dropna()
+            if nn.dtype == object and pd.api.types.infer_dtype(nn, skipna=True) in ("datetime", "datetime64", "date"):
+                conv = pd.to_datetime(nn, utc=True, errors="coerce")
+                ok = conv.dropna()
+                out[ok.index.to_numpy()] = _ms_of(ok.astype("datetime64[ms, UTC]"))
+                units["datetime"] = int(len(ok))
+                return out, units
+            if pd.api.types.is_numeric_dtype(nn.dtype) and not pd.api.types.is_bool_dtype(nn.dtype):
+                view = None
+                num_s = nn.astype(np.float64).dropna()
+                rows, num = num_s.index.to_numpy(), num_s.to_numpy()
+            else:
+                view = _string_view(nn) if nn.dtype == object else nn
+                if view is None:
+                    view = nn.map(lambda v: v if isinstance(v, str) else _trunc(v))
+                view = view.astype(_STR_DTYPE).str.strip()
+        if view is not None:
+            is_num = np.zeros(len(view), dtype=bool) if _SHORTCUTS and _all_contain(view, ":") else (
+                view.str.fullmatch(_FLOAT_RE).to_numpy(dtype=bool))
+            if is_num.any():
+                num_s = pd.to_numeric(view[is_num], errors="coerce").astype(np.float64).dropna()
+                rows, num = num_s.index.to_numpy(), num_s.to_numpy()
+                text = view[~is_num]
+            else:  # no number-like text
+                text = view
     # epoch numbers: unit by magnitude, value by value
-    num = numeric.dropna()
-    if not num.empty:
-        mag = num.abs().to_numpy()
+    bad_rows: list[int] = []
+    if len(num):
+        mag = np.abs(num)
         ms = np.full(len(num), np.nan)
         lo = 0.0
         for unit, hi, factor in _TIME_UNITS:
             m = (mag >= lo) & (mag < hi)
             if m.any():
-                ms[m] = num.to_numpy()[m] * factor
+                ms[m] = num[m] * factor
                 units[f"epoch {unit}"] = int(m.sum())
             lo = hi
         ok = np.isfinite(ms) & (np.abs(ms) < 8.2e15)  # datetime64[ms] range, well inside
-        conv = pd.to_datetime(pd.Series(np.round(ms[ok]).astype(np.int64), index=num.index[ok]), unit="ms", utc=True)
-        out.loc[conv.index] = conv.astype("datetime64[ms, UTC]")
-        bad_num = num.index[~ok]
-    else:
-        bad_num = pd.Index([])
-    bad_rows = list(bad_num)
-    if not text.empty:
+        out[rows[ok]] = np.round(ms[ok]).astype(np.int64)
+        bad_rows = rows[~ok].tolist()
+    if text is not None and not text.empty:
         parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
-        miss = parsed.isna()
+        miss = parsed.isna().to_numpy(dtype=bool)
         if miss.any():
             try:
                 import warnings
@@ -1537,11 +1701,16 @@ def _parse_times(b: _Builder, name: str) -> tuple[pd.Series, dict[str, int]]:
                     parsed[miss] = pd.to_datetime(text[miss], format="mixed", utc=True, errors="coerce")
             except (ValueError, TypeError, OverflowError):
                 pass
-        ok_text = parsed.dropna()
-        if not ok_text.empty:
-            out.loc[ok_text.index] = ok_text.astype("datetime64[ms, UTC]")
-            units["ISO text"] = int(len(ok_text))
-        bad_rows += list(parsed.index[parsed.isna()])
+            miss = parsed.isna().to_numpy(dtype=bool)
+        text_rows = text.index.to_numpy()
+        if _SHORTCUTS and not miss.any():
+            out[text_rows] = _ms_of(parsed.astype("datetime64[ms, UTC]"))
+            units["ISO text"] = len(text_rows)
+        elif not miss.all():
+            ok = ~miss
+            out[text_rows[ok]] = _ms_of(parsed[ok].astype("datetime64[ms, UTC]"))
+            units["ISO text"] = int(ok.sum())
+        bad_rows += text_rows[miss].tolist()
     if bad_rows:
         rows = np.asarray(sorted(bad_rows), dtype=np.int64)
         details = [f"not an epoch time or ISO 8601 date: {d}" for d in _repr_series(s.iloc[rows])]
@@ -1566,82 +1735,105 @@ def _resolve_time(b: _Builder) -> None:
     if not has_time and not has_dt:
         b.notes.append("no 'time' or 'time_dt' column: events have no timestamp")
         return
-    time_dt = None
+    dt_ms = None
     if has_dt:
         origin_dt = _dtype_word(b.cols["time_dt"])
-        time_dt, units_dt = _parse_times(b, "time_dt")
+        dt_ms, units_dt = _parse_times(b, "time_dt")
     if has_time:
         origin = _dtype_word(b.cols["time"])
-        time, units = _parse_times(b, "time")
+        time_ms, units = _parse_times(b, "time")
         if units and origin != "datetime64[ms, UTC]":
             b.coerced["time"] = _describe_units(units, origin)
-        if time_dt is not None:
-            fill = time.isna() & time_dt.notna()
+        if dt_ms is not None:
+            fill = (time_ms == _NAT) & (dt_ms != _NAT)
             if fill.any():
-                time = time.where(~fill, time_dt)
+                time_ms = np.where(fill, dt_ms, time_ms)
                 b.notes.append(f"time: {int(fill.sum()):,} missing or unparseable value(s) filled from time_dt")
     else:
-        assert time_dt is not None
-        time = time_dt
+        assert dt_ms is not None
+        time_ms = dt_ms
         b.coerced["time"] = _describe_units(units_dt, f"time_dt ({origin_dt})")
         b.notes.append("time: derived from time_dt ('time' column absent)")
-    b.cols["time"] = time
-    if time_dt is not None and has_time:
-        present = time_dt.notna()
-        same = bool((time_dt[present] == time[present]).all())
-        if same:
+    b.cols["time"] = _ms_series(time_ms)
+    if dt_ms is not None and has_time:
+        present = dt_ms != _NAT
+        if np.array_equal(dt_ms[present], time_ms[present]):
             del b.cols["time_dt"]
             b.notes.append("time_dt: identical to time (to the millisecond); dropped")
         else:
-            b.cols["time_dt"] = time_dt
+            b.cols["time_dt"] = _ms_series(dt_ms)
             if units_dt:
                 b.coerced["time_dt"] = _describe_units(units_dt, origin_dt)
     elif not has_time and has_dt:
         del b.cols["time_dt"]
-    n_missing = int(b.cols["time"].isna().sum())
+    n_missing = int((time_ms == _NAT).sum())
     if n_missing:
         b.notes.append(f"time: {n_missing:,} event(s) have no usable time")
 
 
 def _finalise(b: _Builder, columns: Sequence[str] | None) -> pd.DataFrame:
-    for name, s in list(b.cols.items()):
-        if s.dtype == object:
-            b.cols[name] = _normalise_dtype(s)
+    """The output table: requested (or all) columns, sorted, object columns narrowed, absent ones all-missing.
+
+    Every column Series is put on one shared index object, which the DataFrame constructor recognises as already
+    aligned (no reindexing per column: that, not the data, is the cost of a table of a few rows)."""
     if columns is not None:
         missing = [c for c in columns if c not in b.cols]
         if missing:
             b.notes.append(f"requested column(s) not in the source, added as missing: {', '.join(missing[:10])}")
-            for c in missing:
-                b.cols[c] = pd.Series(np.full(b.n, None, dtype=object))
         names = sorted(set(columns))
     else:
         names = sorted(b.cols)
-    frame = pd.DataFrame({name: b.cols[name].reset_index(drop=True) for name in names}, index=pd.RangeIndex(b.n))
-    return frame
+    index = pd.RangeIndex(b.n)
+    absent = None
+    data = {}
+    for name in names:
+        s = b.cols.get(name)
+        if s is None:
+            if absent is None:  # one all-missing column serves every absent name (the frame copies it per column)
+                absent = pd.Series(np.full(b.n, None, dtype=object), index=index)
+            data[name] = absent
+            continue
+        if s.dtype == object:
+            s = _normalise_dtype(s)
+        if _SHORTCUTS and len(s) == b.n:
+            s.index = index
+        else:  # pragma: no cover - defensive: aligned by position as before
+            s = s.reset_index(drop=True)
+        data[name] = s
+    return pd.DataFrame(data, index=index)
+
+
+@functools.lru_cache(maxsize=1)
+def _no_problems() -> pd.DataFrame:
+    """The (empty) problems table of a clean load; callers get a copy."""
+    return _problems_table([], [], [], [])
+
+
+def _problems_table(lines: list, fields: list, reasons: list, details: list) -> pd.DataFrame:
+    index = pd.RangeIndex(len(lines))  # one index object: the frame needs no alignment
+    return pd.DataFrame(
+        {
+            "line": pd.Series(pd.array(lines, dtype="Int64"), index=index),
+            "field": pd.Series(fields, index=index, dtype=object),
+            "reason": pd.Series(reasons, index=index, dtype=object),
+            "detail": pd.Series(details, index=index, dtype=object),
+        },
+        index=index,
+    )
 
 
 def _problems_frame(b: _Builder, parse_problems: list[tuple[int, str, str]]) -> pd.DataFrame:
-    parts = []
+    """Every problem, sorted by position, field and reason (one frame built once, not one per problem kind)."""
+    parts = list(b.problems)
+    if _SHORTCUTS and not parts and not parse_problems:
+        return _no_problems().copy()
     if parse_problems:
-        parts.append(
-            pd.DataFrame(
-                {
-                    "line": [p[0] for p in parse_problems],
-                    "field": [None] * len(parse_problems),
-                    "reason": [p[1] for p in parse_problems],
-                    "detail": [p[2] for p in parse_problems],
-                }
-            )
-        )
-    parts.extend(b.problems)
-    if not parts:
-        frame = pd.DataFrame({c: pd.Series(dtype=object) for c in _PROBLEM_COLUMNS})
-    else:
-        frame = pd.concat([p.astype(object) for p in parts], ignore_index=True)
-    frame["line"] = pd.array(frame["line"].tolist(), dtype="Int64")
-    frame["field"] = frame["field"].astype(object).where(frame["field"].notna(), None)
-    frame = frame.sort_values(["line", "field", "reason"], kind="stable", na_position="last").reset_index(drop=True)
-    return frame[_PROBLEM_COLUMNS]
+        parts.insert(0, ([p[0] for p in parse_problems], [None] * len(parse_problems),
+                         [p[1] for p in parse_problems], [p[2] for p in parse_problems]))
+    frame = _problems_table(*([v for part in parts for v in part[i]] for i in range(4)))
+    if len(frame) > 1:
+        frame = frame.sort_values(["line", "field", "reason"], kind="stable", na_position="last").reset_index(drop=True)
+    return frame
 
 
 # ----------------------------------------------------------------------------------------------- the API
