@@ -181,7 +181,12 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from obsad.train.two_stage import PACKAGE_FORMAT
 
     if _package_format(args.model) == PACKAGE_FORMAT:
+        if args.engine == "spark":
+            raise UserError("--engine spark scores packages written by `obsad fit` without --labels; score this "
+                            "two-stage package with --engine local")
         return _score_two_stage(args)
+    if args.engine == "spark":
+        return _score_spark(args)
     pipeline = load_pipeline(args.model)
     for warning in pipeline.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -189,13 +194,42 @@ def _cmd_score(args: argparse.Namespace) -> int:
     print(report.summary())
     scores = pipeline.score(events, explain="all" if args.explain_all else "flagged").reset_index(drop=True)
     write_parquet(scores, args.out)
+    _print_scored(scores, args.out)
+    return 0
+
+
+def _score_spark(args: argparse.Namespace) -> int:
+    """``obsad score --engine spark``: the same scores computed by Spark (:mod:`obsad.spark`), on ``--master``."""
+    from obsad.spark import MissingSparkError, require_pyspark
+
+    try:
+        require_pyspark()
+    except MissingSparkError as exc:
+        raise UserError(str(exc)) from None
+    from pyspark.errors import PySparkException, PythonException
+
+    from obsad.spark import score_file
+
+    explain = "all" if args.explain_all else "flagged"
+    try:
+        scores = score_file(args.events, args.model, args.out, master=args.master, partitions=args.partitions,
+                            explain=explain)
+    except PySparkException as exc:  # one line says why: a worker's exception is its last line, Spark's its first
+        lines = [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        raise UserError(f"Spark ({args.master}) failed: "
+                        f"{lines[-1] if isinstance(exc, PythonException) else lines[0]}") from exc
+    print(f"read {args.events} with Spark ({args.master})")
+    _print_scored(scores, args.out)
+    return 0
+
+
+def _print_scored(scores, out: Path) -> None:
     flagged = int(scores["is_anomaly"].sum())
     share = flagged / max(len(scores), 1)
     by_view = scores.loc[scores["is_anomaly"], "view"].value_counts()
     detail = ", ".join(f"{n:,} by the {view} view" for view, n in by_view.items())
     print(f"scored {len(scores):,} events: {flagged:,} above the threshold ({share:.2%}){': ' + detail if detail else ''}")
-    print(f"wrote {args.out}")
-    return 0
+    print(f"wrote {out}")
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -323,6 +357,16 @@ def build_parser() -> argparse.ArgumentParser:
     sco.add_argument("--out", type=Path, required=True, help="output .parquet file")
     sco.add_argument("--explain-all", action="store_true",
                      help="fill top_features for every event (default: for the flagged events only)")
+    sco.add_argument("--engine", choices=("local", "spark"), default="local",
+                     help="local: this process (default); spark: Apache Spark batch scoring, the same scores and "
+                          "row order, for batches larger than one machine (needs pip install 'obsad[spark]' and "
+                          "Java 17+)")
+    sco.add_argument("--master", default="local[*]",
+                     help="--engine spark: the Spark master (default local[*], every core of this machine); on a "
+                          "cluster e.g. spark://host:7077, yarn or k8s://https://host:443, with obsad[spark] "
+                          "installed on the executors")
+    sco.add_argument("--partitions", type=_positive_int, default=None,
+                     help="--engine spark: tasks per stage (default: the input's splits, at least one per core)")
     sco.set_defaults(run=_cmd_score)
 
     srv = verbs.add_parser("serve", help="serve a model package over HTTP: /v1/score, /v1/similar, /metrics")
