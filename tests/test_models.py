@@ -128,6 +128,15 @@ def test_embed_folds_the_input_projection_into_the_tables_exactly(kw, n_num, car
     folded = model.embed(num, cat, batch_size=128)
     with torch.no_grad():
         assert torch.allclose(folded, model(num, cat), atol=1e-5)
+    # the folded tables are kept between calls, and rebuilt once an optimiser step has changed the weights
+    assert torch.equal(model.embed(num, cat, batch_size=128), folded)
+    model.train()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=0.05)
+    model(num, cat).pow(2).mean().backward()
+    optimiser.step()
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model.embed(num, cat, batch_size=128), model(num, cat), atol=1e-5)
     bad = cat.clone()
     if cards:
         bad[7, 0] = cards[0] + 5
