@@ -334,7 +334,7 @@ def train_head(representations: Any, y: np.ndarray, n_classes: int, config: TwoS
                                          "label": torch.as_tensor(np.asarray(val[1], dtype=np.int64))}
     history = _fit_stage2(objective, lambda r, labels: {"embedding": reps[torch.as_tensor(r)], "label": labels},
                           np.arange(len(y)), y, val_data, config, checkpoint_dir)
-    return head.eval(), history
+    return head.cpu().eval(), history
 
 
 def _copy(module: TabularResNet) -> TabularResNet:
