@@ -393,6 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="log level (default info)")
     srv.set_defaults(run=_cmd_serve)
 
+    from obsad.monitor.commands import add_drift_parser
+
+    add_drift_parser(verbs)
+
     logs = verbs.add_parser("logs", help="raw HDFS / OpenStack logs: templates, sessions, next-template model")
     log_verbs = logs.add_subparsers(dest="log_verb", required=True, metavar="VERB")
     formats = ("hdfs", "openstack")

@@ -1,0 +1,47 @@
+"""Production monitoring: has the event stream drifted from what the model was fitted on?
+
+- :mod:`obsad.monitor.drift` — :class:`DriftDetector` (kernel MMD permutation test or classifier two-sample test
+  on embeddings, with a controlled false-alarm rate), :class:`DriftResult`, :func:`ks_fraction_rule` (the
+  per-dimension KS rule it replaces), :func:`power_curve` (false-alarm rate and power per window size);
+- :mod:`obsad.monitor.fields` — per-field tests on the raw fields (KS + Wasserstein for numbers, chi-square +
+  total variation for categories, hour of day / day of week for timestamps) with Benjamini-Hochberg or Bonferroni
+  correction, and :func:`inject_drift` (the kinds of drift to measure power on);
+- :mod:`obsad.monitor.commands` — the ``obsad drift`` verb.
+
+The names below are imported on first use, so that ``obsad``'s command line, which imports
+:mod:`obsad.monitor.commands` to build its parser, does not pay for scipy and pandas at start-up.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "DriftDetector": "drift",
+    "DriftResult": "drift",
+    "classifier_test": "drift",
+    "clopper_pearson": "drift",
+    "ks_fraction_rule": "drift",
+    "mmd_test": "drift",
+    "power_curve": "drift",
+    "whiten_pooled": "drift",
+    "adjust_p_values": "fields",
+    "field_kinds_from_encoder": "fields",
+    "field_tests": "fields",
+    "infer_field_kinds": "fields",
+    "inject_drift": "fields",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
