@@ -154,9 +154,26 @@ def spark_session(master: str = "local[*]", *, partitions: int | None = None, ap
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # read by SparkContext, not a Spark conf
     elif partitions:
         builder = builder.config("spark.sql.shuffle.partitions", str(partitions))
-    spark = builder.getOrCreate()
+    spark = _quiet_start(builder) if master.startswith("local") else builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def _quiet_start(builder):
+    """Start a local session with the JVM's standard error going to a log file (``obsad-spark/jvm-stderr.log`` in
+    the temporary folder): the JVM writes a start-up line there whatever log4j says, which would otherwise land
+    in a command's or a notebook's output at an arbitrary moment. Errors still reach Python as exceptions."""
+    log = Path(tempfile.gettempdir()) / "obsad-spark" / "jvm-stderr.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(log, "ab") as target:
+            os.dup2(target.fileno(), 2)  # the JVM, started now, inherits this file as its standard error
+            return builder.getOrCreate()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _local_cores(master: str) -> int:

@@ -380,8 +380,8 @@ class TabularResNet(nn.Module):
             emb = self.embeddings
             column = self.d_input - emb.out_dim
             tables = []
-            for j, width in enumerate(emb.widths):
-                tables.append(emb.table(j) @ weight[:, column:column + width].t())
+            for j, width in enumerate(emb.widths):  # in float64: the same float32 table whatever the threads
+                tables.append((emb.table(j).double() @ weight[:, column:column + width].double().t()).to(weight.dtype))
                 column += width
             table = torch.cat(tables)
             offsets = torch.tensor([0] + list(itertools.accumulate(emb.rows))[:-1], dtype=torch.long,
