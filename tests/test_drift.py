@@ -166,7 +166,8 @@ def test_ks_fraction_rule_alarms_more_than_alpha_and_more_as_windows_grow():
 # ------------------------------------------------------------------------------------------------ real features
 def test_false_alarm_rate_on_simulator_embeddings_and_power_on_injected_drift(world):
     """Simulator events through a fitted model: 200 no-drift windows of 100 events against one held-out reference
-    (the production set-up: one reference, many windows) stay within the bound; a numeric field moved by half a
+    (the production set-up: one reference, many windows) stay within the bound, and so do they against the sample
+    the package holds out for drift tests (its default reference); a numeric field moved by half a
     standard deviation, and a new value in 20 % of the events, are found in 9 windows of 10."""
     detector = DriftDetector(max_samples=100, max_reference=1000, n_permutations=100, seed=0).fit(world["z_held"])
     pool, embed = world["pool"], world["embed"]
@@ -175,6 +176,11 @@ def test_false_alarm_rate_on_simulator_embeddings_and_power_on_injected_drift(wo
     assert list(quiet.columns) == ["drift", "window_size", "n_windows", "alarms", "rate", "ci_low", "ci_high",
                                    "method", "alpha"]
     assert 0.01 <= quiet["rate"].iloc[0] <= 0.08, quiet
+    # the package's default reference: the events fit_pipeline held out of the fitting
+    _, z_kept, held_out = world["pipeline"].drift_reference()
+    assert held_out and len(z_kept) == len(world["pipeline"].arrays["drift_reference_rows"]) >= 300
+    kept = DriftDetector(max_samples=100, n_permutations=100, seed=0).fit(z_kept)
+    assert power_curve(kept, {"no drift": world["z_pool"]}, [100], n_windows=200, seed=0)["rate"].iloc[0] <= 0.08
     shifted = embed(inject_drift(pool, "numeric_shift", field="duration", magnitude=0.5, rng=rng))
     new_value = embed(inject_drift(pool, "new_value", field="metadata.version", value="1.4.0", share=0.2, rng=rng))
     assert power_curve(detector, {"duration +0.5 sd": shifted}, [100], n_windows=40)["rate"].iloc[0] >= 0.9
@@ -240,12 +246,15 @@ def run_drift(argv: list[str]) -> int:
 def test_cmd_drift_writes_the_report_and_exits_0_with_or_without_drift(world, tmp_path, capsys):
     pool = world["pool"]
     quiet, moved, held = tmp_path / "quiet.parquet", tmp_path / "moved.parquet", tmp_path / "held.parquet"
-    pool.iloc[:1500].to_parquet(quiet)
+    # a random sample of the pool: its first 1,500 rows would be its earliest hours, a drift in time of day
+    window = pool.iloc[np.sort(np.random.default_rng(5).choice(len(pool), 1500, replace=False))]
+    window.to_parquet(quiet)
     world["held"].to_parquet(held)
-    inject_drift(pool.iloc[:1500], "new_value", field="metadata.version", value="1.4.0", share=0.3,
+    inject_drift(window, "new_value", field="metadata.version", value="1.4.0", share=0.3,
                  rng=np.random.default_rng(0)).to_parquet(moved)
     reports = {}
-    for name, events, reference in (("quiet", quiet, ["--reference", str(held)]), ("moved", moved, [])):
+    runs = (("quiet", quiet, ["--reference", str(held)]), ("quiet, package sample", quiet, []), ("moved", moved, []))
+    for name, events, reference in runs:
         out = tmp_path / f"{name}.json"
         code = run_drift(["drift", "--model", str(world["path"]), "--events", str(events), "--out", str(out),
                           "--max-samples", "300", "--permutations", "200", *reference])
@@ -257,6 +266,8 @@ def test_cmd_drift_writes_the_report_and_exits_0_with_or_without_drift(world, tm
         assert report["method"] == "mmd" and report["window_size"] == 1500
         assert all({"field", "p_value", "p_value_adjusted", "shift", "kind"} <= set(f) for f in report["fields"])
     assert reports["quiet"]["drift"] is False and reports["quiet"]["p_value"] > 0.05
+    assert reports["quiet, package sample"]["drift"] is False and reports["quiet, package sample"]["p_value"] > 0.05
+    assert reports["quiet, package sample"]["reference"] == "package's held-out sample"
     assert reports["moved"]["drift"] is True and reports["moved"]["p_value"] <= 0.05
     assert reports["moved"]["fields"][0]["field"] == "metadata.version"
     # the same seed, the same bytes

@@ -396,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     from obsad.monitor.commands import add_drift_parser
 
     add_drift_parser(verbs)
+    from obsad.monitor.health_commands import add_health_parser
+
+    add_health_parser(verbs)
 
     logs = verbs.add_parser("logs", help="raw HDFS / OpenStack logs: templates, sessions, next-template model")
     log_verbs = logs.add_subparsers(dest="log_verb", required=True, metavar="VERB")

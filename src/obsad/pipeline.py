@@ -46,7 +46,8 @@ from .package import PackageError, fingerprint_frame, load_package, save_package
 from .runtime import Stopwatch, seed_everything
 from .train import ContrastiveObjective, FieldAugmentation, TrainConfig, Trainer
 
-__all__ = ["DEFINING_FIELDS", "FittedPipeline", "assemble_pipeline", "auto_epochs", "fit_pipeline", "load_pipeline"]
+__all__ = ["DEFINING_FIELDS", "FittedPipeline", "assemble_pipeline", "auto_epochs", "drift_holdout", "fit_pipeline",
+           "load_pipeline"]
 
 #: OCSF fields that say what an event is; protected from augmentation when the encoder keeps them.
 DEFINING_FIELDS = ("class_name", "class_uid", "activity_id", "activity_name", "type_name", "status", "status_id")
@@ -240,6 +241,18 @@ class FittedPipeline:
         z = self.embed(self.encoder.transform(events))
         return self.detector.kneighbors(z, k=int(n))
 
+    def drift_reference(self) -> tuple[pd.DataFrame, np.ndarray, bool]:
+        """The default reference of a drift test: raw events, their stored embeddings, and whether they were held
+        out of the fitting (``True``: the events :func:`fit_pipeline` set aside; ``False``: no such events in the
+        package, so the whole reference sample, which the encoder and model were fitted on)."""
+        if self.reference is None:
+            raise ValueError("this package keeps no reference events")
+        z = self.arrays["reference_embeddings"]
+        rows = self.arrays.get("drift_reference_rows")
+        if rows is not None and len(rows) >= 4:
+            return self.reference.iloc[rows].reset_index(drop=True), z[rows], True
+        return self.reference, z, False
+
     def top_features(self, features, neighbours: np.ndarray, *, n_top: int = 3) -> np.ndarray:
         """The ``n_top`` raw source columns on which each event differs most from its reference neighbours,
         as one comma-separated string per event."""
@@ -315,6 +328,16 @@ def _join_lists(lists: np.ndarray) -> np.ndarray:
     return joined[codes]
 
 
+def drift_holdout(n_events: int, drift_sample: int, seed: int) -> np.ndarray:
+    """Sorted positions of the events :func:`fit_pipeline` holds out for drift tests: ``min(drift_sample, n / 10)``
+    of them, seeded; none below 1,000 events (too few to spare)."""
+    size = min(int(drift_sample), n_events // 10) if n_events >= 1_000 else 0
+    if size <= 0:
+        return np.empty(0, dtype=np.int64)
+    rng = np.random.default_rng([int(seed), 0xD21F7])
+    return np.sort(rng.choice(n_events, size=size, replace=False)).astype(np.int64)
+
+
 def fit_pipeline(
     events: pd.DataFrame,
     *,
@@ -325,12 +348,19 @@ def fit_pipeline(
     lr: float = 2e-3,
     target_steps: int = 300,
     device: str | None = None,
+    drift_sample: int = 2_000,
     **detector_options,
 ) -> FittedPipeline:
     """Fit the encoder and train the contrastive TabularResNet on ``events`` (a ``load_events`` table), then
     :func:`assemble_pipeline` (k-NN event view, window view, calibrated threshold; ``detector_options`` go there).
 
     ``epochs=None``: :func:`auto_epochs` (about ``target_steps`` optimisation steps).
+
+    ``drift_sample``: at most this many events (and at most a tenth of them), drawn at random, are held out of the
+    encoder's and the model's fitting and kept in the package as the reference of ``obsad drift``. Events the
+    encoder learnt its vocabularies from embed slightly differently from new events of the same stream, so a drift
+    test against them alarms too often; against held-out events it keeps its stated false-alarm rate. They still
+    take part in the k-NN reference and the calibration. ``0`` holds nothing out.
     """
     if not isinstance(events, pd.DataFrame):
         raise TypeError(f"events must be a DataFrame, got {type(events).__name__}")
@@ -341,19 +371,22 @@ def fit_pipeline(
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     watch = Stopwatch("fit")
     seed_everything(seed)
-    encoder = FeatureEncoder().fit(events)
+    held_out = drift_holdout(len(events), drift_sample, seed)
+    fit_rows = np.setdiff1d(np.arange(len(events)), held_out)
+    encoder = FeatureEncoder().fit(events.iloc[fit_rows] if len(held_out) else events)
     features = encoder.transform(events)
     if not features.numeric_names and not features.categorical_names:
         raise ValueError("no usable feature: every column was dropped by the encoder (constant, unique or empty)")
-    n_epochs = int(epochs) if epochs is not None else auto_epochs(len(events), batch_size, target_steps)
+    train_features = features.take(fit_rows) if len(held_out) else features
+    n_epochs = int(epochs) if epochs is not None else auto_epochs(len(fit_rows), batch_size, target_steps)
     protected = [name for name in DEFINING_FIELDS if name in features.categorical_names]
     augmentation = FieldAugmentation(protected_categorical=protected).fit(
-        features.numeric, features.categorical, features.numeric_names, features.categorical_names)
+        train_features.numeric, train_features.categorical, features.numeric_names, features.categorical_names)
     model = TabularResNet(len(features.numeric_names), features.cardinalities, **DEFAULT_MODEL_CONFIG)
     objective = ContrastiveObjective(model, augmentation=augmentation)
     train_config = TrainConfig(epochs=n_epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress,
                                device=device)
-    history = Trainer(objective, train_config, name="obsad fit").fit(features)
+    history = Trainer(objective, train_config, name="obsad fit").fit(train_features)
     train_seconds = float(watch.seconds)
     training = {
         "protected_categorical": protected,
@@ -361,7 +394,7 @@ def fit_pipeline(
         "train_steps": int(history.steps.shape[0]) if hasattr(history, "steps") else None,
     }
     fitted = assemble_pipeline(events, encoder, objective.cpu().eval(), features=features, seed=seed,
-                               training=training, **detector_options)
+                               training=training, drift_rows=held_out, **detector_options)
     fitted.timings.update(train_seconds=train_seconds, fit_seconds=float(watch.seconds))
     return fitted
 
@@ -382,6 +415,7 @@ def assemble_pipeline(
     window: str | None = "1h",
     calibration_fraction: float = 0.2,
     training: dict | None = None,
+    drift_rows=None,
 ) -> FittedPipeline:
     """A :class:`FittedPipeline` from a fitted encoder and a trained contrastive objective, on baseline ``events``.
 
@@ -392,6 +426,10 @@ def assemble_pipeline(
     fitted on the earlier events and calibrated, with the combined threshold, on the latest
     ``calibration_fraction`` of them by time. The raw reference events are kept row for row with the reference
     embeddings, so a neighbour found by the index is an event one can show.
+
+    ``drift_rows``: positions in ``events`` of events the encoder and the objective were not fitted on; those of
+    them in the reference are marked in the package (``drift_reference_rows``) as the reference of drift tests
+    (:meth:`FittedPipeline.drift_reference`).
     """
     if not isinstance(events, pd.DataFrame):
         raise TypeError(f"events must be a DataFrame, got {type(events).__name__}")
@@ -419,6 +457,10 @@ def assemble_pipeline(
     }
     if fitted.n_lists_ is not None:  # an approximate (IVF) index: store it, so scoring uses exactly this index
         arrays["knn_index"] = fitted.index_bytes()
+    held = np.zeros(n, dtype=bool)
+    if drift_rows is not None and len(drift_rows):
+        held[np.asarray(drift_rows, dtype=np.int64)] = True
+        arrays["drift_reference_rows"] = np.flatnonzero(held[rows]).astype(np.int64)
     detector_state = {
         "kind": "knn",
         "k": int(k),
@@ -455,6 +497,7 @@ def assemble_pipeline(
         "views": ["event", "window"] if window_detector is not None else ["event"],
         "window": window if window_detector is not None else None,
         "calibration_events": int(late.sum()),
+        "drift_reference_events": int(held[rows].sum()),
         "training_fingerprint": fingerprint_frame(events),
     }
     reference = events.iloc[rows].reset_index(drop=True)

@@ -6,7 +6,16 @@
 - :mod:`obsad.monitor.fields` — per-field tests on the raw fields (KS + Wasserstein for numbers, chi-square +
   total variation for categories, hour of day / day of week for timestamps) with Benjamini-Hochberg or Bonferroni
   correction, and :func:`inject_drift` (the kinds of drift to measure power on);
-- :mod:`obsad.monitor.commands` — the ``obsad drift`` verb.
+- :mod:`obsad.monitor.alerts` — alert quality from late, partial analyst verdicts: :class:`AlertLog` /
+  :class:`VerdictLog` (append-only Parquet), :func:`daily_quality` / :func:`rolling_quality` /
+  :func:`quality_summary` (precision, recall, false-positive rate, alert volume with Wilson or Clopper-Pearson
+  intervals, timezone-aware days ending at ``now``), :func:`simulate_analyst`;
+- :mod:`obsad.monitor.resources` — the cost of the scoring path: :class:`ResourceMonitor` (psutil CPU and RSS),
+  :func:`time_scoring` (latency percentiles by batch size), :func:`metrics_from_prometheus` (the service's
+  ``/metrics``), :class:`KnownGoodFilter` and :func:`prefilter_tradeoff` (events saved versus recall lost);
+- :mod:`obsad.monitor.health` — :func:`health_report` (:class:`HealthCheck` per measured number against
+  :data:`DEFAULT_TARGETS`, the checklist; a check not measured never passes);
+- :mod:`obsad.monitor.commands` — the ``obsad drift`` verb; :mod:`obsad.monitor.health_commands` — ``obsad health``.
 
 The names below are imported on first use, so that ``obsad``'s command line, which imports
 :mod:`obsad.monitor.commands` to build its parser, does not pay for scipy and pandas at start-up.
@@ -17,6 +26,17 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
+    "AlertLog": "alerts",
+    "AlertQualityError": "alerts",
+    "QualitySummary": "alerts",
+    "VerdictLog": "alerts",
+    "check_verdicts": "alerts",
+    "daily_quality": "alerts",
+    "latest_verdicts": "alerts",
+    "proportion_interval": "alerts",
+    "quality_summary": "alerts",
+    "rolling_quality": "alerts",
+    "simulate_analyst": "alerts",
     "DriftDetector": "drift",
     "DriftResult": "drift",
     "classifier_test": "drift",
@@ -26,6 +46,19 @@ _EXPORTS = {
     "power_curve": "drift",
     "whiten_pooled": "drift",
     "adjust_p_values": "fields",
+    "DEFAULT_TARGETS": "health",
+    "HealthCheck": "health",
+    "HealthReport": "health",
+    "Target": "health",
+    "health_report": "health",
+    "KnownGoodFilter": "resources",
+    "ResourceMonitor": "resources",
+    "ScoringTimes": "resources",
+    "ServiceMetrics": "resources",
+    "kind_columns": "resources",
+    "metrics_from_prometheus": "resources",
+    "prefilter_tradeoff": "resources",
+    "time_scoring": "resources",
     "field_kinds_from_encoder": "fields",
     "field_tests": "fields",
     "infer_field_kinds": "fields",

@@ -3,14 +3,16 @@
     obsad drift --model DIR --events CURRENT [--reference REF] [--out report.json] [--method mmd|classifier]
                 [--alpha 0.05] [--seed 0]
 
-The reference is the training sample the package keeps (its raw events and their stored embeddings), or the
-events of ``--reference``, embedded with the package's model. The training sample is not quite a sample of new
-events: the encoder learnt its vocabularies and value frequencies from those very events, so their embeddings
-differ slightly from those of new events of the same stream, and the embedding test alarms more often than
-``alpha`` (measured in ``bench/bench_drift.py``); ``--reference`` with events the model was not fitted on gives the
-stated rate. The per-field tests read raw values and are not affected. At most ``--max-samples`` current events and four
-times as many reference events are embedded and tested (seeded subsamples); every event goes into the per-field
-tests. Prints a summary; ``--out`` writes the result as JSON. Exit code 0 whether or not drift is found, 2 on an
+The reference is the sample of events the package keeps for it (:meth:`obsad.pipeline.FittedPipeline.drift_reference`):
+events that ``obsad fit`` held out of the encoder's and the model's fitting (up to 2,000), with their stored
+embeddings; or the events of ``--reference``, embedded with the package's model. Events a model was fitted on are
+not quite a sample of new events: the encoder learnt its vocabularies and value frequencies from them, so their
+embeddings differ slightly from those of new events of the same stream, and a test against them alarms more often
+than ``alpha`` (measured in ``bench/bench_drift.py``). A package without held-out events (one assembled by hand
+from an encoder fitted on all its events) falls back to its whole reference sample, and a drift found that way
+comes with that warning. The per-field tests read raw values and are not affected. At most ``--max-samples`` current
+events and four times as many reference events are embedded and tested (seeded subsamples); every event goes into
+the per-field tests. Prints a summary; ``--out`` writes the result as JSON. Exit code 0 whether or not drift is found, 2 on an
 error the user can fix (a missing or unreadable file, a package that fails verification, events that share no field
 with the model).
 """
@@ -137,16 +139,20 @@ def cmd_drift(args: argparse.Namespace) -> int:
         keep = detector.reference_rows(len(reference))
         ref_embeddings = pipeline.embed(pipeline.encoder.transform(reference.iloc[keep]))
         reference_label = str(args.reference)
+        held_out = True
     else:
-        reference = pipeline.reference
-        stored = pipeline.arrays.get("reference_embeddings")
-        if reference is None or stored is None or len(reference) != len(stored):
-            raise _user_error(f"--model {args.model}: the package keeps no usable reference sample; pass --reference")
+        try:
+            reference, stored, held_out = pipeline.drift_reference()
+        except ValueError:
+            raise _user_error(f"--model {args.model}: the package keeps no reference sample; pass --reference") from None
+        if len(reference) != len(stored):
+            raise _user_error(f"--model {args.model}: the package's reference events and embeddings disagree; "
+                              "pass --reference")
         if len(reference) < 4:
             raise _user_error(f"--model {args.model}: the package's reference holds {len(reference)} event(s); "
                               "pass a larger --reference")
         ref_embeddings = np.asarray(stored)
-        reference_label = "package reference sample"
+        reference_label = "package's held-out sample" if held_out else "package reference sample"
     detector.fit(ref_embeddings, reference)
 
     rows = detector.current_rows(len(events))
@@ -154,7 +160,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     result = detector.test(cur_embeddings, events, window_size=len(events))
 
     print(result.summary())
-    if args.reference is None and result.drift:
+    if args.reference is None and not held_out and result.drift:
         print("note: the reference is the model's own training sample; the encoder learnt its vocabularies and "
               "value frequencies from those very events, so their embeddings differ slightly from those of new "
               f"events of an unchanged stream, and this test alarms more often than alpha = {args.alpha:g} (0.10 "
