@@ -399,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     from obsad.monitor.health_commands import add_health_parser
 
     add_health_parser(verbs)
+    from obsad.monitor.registry_commands import add_registry_parser
+
+    add_registry_parser(verbs)
 
     logs = verbs.add_parser("logs", help="raw HDFS / OpenStack logs: templates, sessions, next-template model")
     log_verbs = logs.add_subparsers(dest="log_verb", required=True, metavar="VERB")

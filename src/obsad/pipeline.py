@@ -414,6 +414,7 @@ def assemble_pipeline(
     threshold_percentile: float = 99.5,
     window: str | None = "1h",
     calibration_fraction: float = 0.2,
+    calibration: str = "latest",
     training: dict | None = None,
     drift_rows=None,
 ) -> FittedPipeline:
@@ -479,7 +480,7 @@ def assemble_pipeline(
     detector = _build_detector(detector_state, arrays["reference_embeddings"], sorted_scores, arrays.get("knn_index"))
     window_detector, late, warnings = _fit_window_view(
         events, encoder, features, z, window=window, calibration_fraction=calibration_fraction,
-        threshold_percentile=threshold_percentile)
+        threshold_percentile=threshold_percentile, calibration=calibration, seed=seed)
     members = [train_scores[late]]
     if window_detector is not None:
         members.append(window_detector.training_scores_)  # its calibration scores: the `late` events, in order
@@ -507,7 +508,8 @@ def assemble_pipeline(
 
 
 def _fit_window_view(events: pd.DataFrame, encoder: FeatureEncoder, features, z: np.ndarray, *, window: str | None,
-                     calibration_fraction: float, threshold_percentile: float):
+                     calibration_fraction: float, threshold_percentile: float, calibration: str = "latest",
+                     seed: int = 0):
     """The window view fitted on the earlier events and calibrated on the later ones, the calibration rows
     (boolean mask; every row when there is no usable time), and warnings saying why a view is missing."""
     n = len(events)
@@ -524,8 +526,19 @@ def _fit_window_view(events: pd.DataFrame, encoder: FeatureEncoder, features, z:
         return None, every, [f"no window view: only {int(timed.sum())} events have a usable {column!r}"]
     if not 0.0 < float(calibration_fraction) < 1.0:
         raise ValueError(f"calibration_fraction must be in (0, 1), got {calibration_fraction}")
-    cut = np.quantile(ms[timed], 1.0 - float(calibration_fraction))
-    late = timed & (ms > cut)
+    if calibration == "latest":
+        cut = np.quantile(ms[timed], 1.0 - float(calibration_fraction))
+        late = timed & (ms > cut)
+    elif calibration == "spread":
+        # a seeded share of the window-length time buckets, spread over the whole period (every weekday and
+        # hour has its share), so that the calibration period is not one part of a weekly cycle
+        window_ms = pd.Timedelta(window).total_seconds() * 1000.0
+        bucket = np.floor(np.where(timed, ms, 0.0) / window_ms).astype(np.int64)
+        buckets = np.unique(bucket[timed])
+        pick = np.random.default_rng([int(seed), 0xCA11B]).random(len(buckets)) < float(calibration_fraction)
+        late = timed & np.isin(bucket, buckets[pick])
+    else:
+        raise ValueError(f"calibration must be 'latest' or 'spread', got {calibration!r}")
     early = ~late
     if late.sum() < 100 or early.sum() < 100:
         late = every

@@ -15,7 +15,12 @@
   ``/metrics``), :class:`KnownGoodFilter` and :func:`prefilter_tradeoff` (events saved versus recall lost);
 - :mod:`obsad.monitor.health` — :func:`health_report` (:class:`HealthCheck` per measured number against
   :data:`DEFAULT_TARGETS`, the checklist; a check not measured never passes);
-- :mod:`obsad.monitor.commands` — the ``obsad drift`` verb; :mod:`obsad.monitor.health_commands` — ``obsad health``.
+- :mod:`obsad.monitor.retrain` — :class:`RetrainPolicy` (decides from measured signals), :func:`retrain` (the
+  real pipeline on a recent window), :func:`trimmed_reference` (the poisoned-baseline mitigation),
+  :func:`compare_on_labelled` / :func:`promotion_decision` (champion vs challenger on the same labelled events,
+  paired bootstrap), :func:`read_shadow_log`, :func:`poisoned_baseline_experiment`;
+- :mod:`obsad.monitor.registry` — :class:`ModelRegistry` (versioned packages, promotion, one-step rollback);
+- :mod:`obsad.monitor.commands` — the ``obsad drift`` verb; :mod:`obsad.monitor.health_commands` — ``obsad health``; :mod:`obsad.monitor.registry_commands` — ``obsad registry``.
 
 The names below are imported on first use, so that ``obsad``'s command line, which imports
 :mod:`obsad.monitor.commands` to build its parser, does not pay for scipy and pandas at start-up.
@@ -26,6 +31,21 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
+    "ModelRegistry": "registry",
+    "RegistryError": "registry",
+    "RetrainPolicy": "retrain",
+    "RetrainSignals": "retrain",
+    "RetrainDecision": "retrain",
+    "retrain": "retrain",
+    "out_of_sample_scores": "retrain",
+    "trim_rows": "retrain",
+    "trimmed_reference": "retrain",
+    "read_shadow_log": "retrain",
+    "compare_on_labelled": "retrain",
+    "compare_models": "retrain",
+    "promotion_decision": "retrain",
+    "poisoned_baseline_experiment": "retrain",
+    "package_age_days": "retrain",
     "AlertLog": "alerts",
     "AlertQualityError": "alerts",
     "QualitySummary": "alerts",
