@@ -67,7 +67,9 @@ def test_resource_monitor_sees_memory_and_cpu():
     assert 0 < stats.rss_start_mb <= stats.rss_peak_mb and stats.rss_mean_mb <= stats.rss_peak_mb
     assert stats.rss_peak_mb - stats.rss_start_mb > 60  # the array was seen
     assert 0 < stats.cpu_mean_pct <= 100 * psutil.cpu_count() * 1.05
-    assert stats.cpu_mean_pct <= stats.cpu_max_pct <= 100 * psutil.cpu_count() * 1.5
+    # the mean is exact (CPU time / wall time); the max comes from the samples, which a busy machine can starve,
+    # so it need not reach the mean
+    assert 0 <= stats.cpu_max_pct <= 100 * psutil.cpu_count() * 1.5
     assert set(stats.to_dict()) >= {"cpu_mean_pct", "cpu_max_pct", "rss_peak_mb", "rss_mean_mb", "wall_s"}
     with pytest.raises(RuntimeError):
         ResourceMonitor().stats()

@@ -15,10 +15,13 @@
   ``/metrics``), :class:`KnownGoodFilter` and :func:`prefilter_tradeoff` (events saved versus recall lost);
 - :mod:`obsad.monitor.health` — :func:`health_report` (:class:`HealthCheck` per measured number against
   :data:`DEFAULT_TARGETS`, the checklist; a check not measured never passes);
-- :mod:`obsad.monitor.retrain` — :class:`RetrainPolicy` (decides from measured signals), :func:`retrain` (the
+- :mod:`obsad.monitor.retraining` — :class:`RetrainPolicy` (decides from measured signals), :func:`retrain` (the
   real pipeline on a recent window), :func:`trimmed_reference` (the poisoned-baseline mitigation),
   :func:`compare_on_labelled` / :func:`promotion_decision` (champion vs challenger on the same labelled events,
   paired bootstrap), :func:`read_shadow_log`, :func:`poisoned_baseline_experiment`;
+- :mod:`obsad.monitor.investigate` — :class:`Investigator` (a flagged event's fields ranked by surprise, distance
+  from its nearest reference events and the window view's explanation; neighbours; recommendation),
+  :func:`attribution_accuracy`;
 - :mod:`obsad.monitor.registry` — :class:`ModelRegistry` (versioned packages, promotion, one-step rollback);
 - :mod:`obsad.monitor.commands` — the ``obsad drift`` verb; :mod:`obsad.monitor.health_commands` — ``obsad health``; :mod:`obsad.monitor.registry_commands` — ``obsad registry``.
 
@@ -31,21 +34,27 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
+    "AttributionAccuracy": "investigate",
+    "FieldEvidence": "investigate",
+    "Investigation": "investigate",
+    "InvestigationError": "investigate",
+    "Investigator": "investigate",
+    "attribution_accuracy": "investigate",
     "ModelRegistry": "registry",
     "RegistryError": "registry",
-    "RetrainPolicy": "retrain",
-    "RetrainSignals": "retrain",
-    "RetrainDecision": "retrain",
-    "retrain": "retrain",
-    "out_of_sample_scores": "retrain",
-    "trim_rows": "retrain",
-    "trimmed_reference": "retrain",
-    "read_shadow_log": "retrain",
-    "compare_on_labelled": "retrain",
-    "compare_models": "retrain",
-    "promotion_decision": "retrain",
-    "poisoned_baseline_experiment": "retrain",
-    "package_age_days": "retrain",
+    "RetrainPolicy": "retraining",
+    "RetrainSignals": "retraining",
+    "RetrainDecision": "retraining",
+    "retrain": "retraining",
+    "out_of_sample_scores": "retraining",
+    "trim_rows": "retraining",
+    "trimmed_reference": "retraining",
+    "read_shadow_log": "retraining",
+    "compare_on_labelled": "retraining",
+    "compare_models": "retraining",
+    "promotion_decision": "retraining",
+    "poisoned_baseline_experiment": "retraining",
+    "package_age_days": "retraining",
     "AlertLog": "alerts",
     "AlertQualityError": "alerts",
     "QualitySummary": "alerts",

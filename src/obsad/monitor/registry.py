@@ -191,7 +191,7 @@ class ModelRegistry:
 
         ``source``: a fitted pipeline (saved into the registry) or a package directory (verified, copied in,
         verified again). ``training_window``: ``(start, end)`` or ``{"start": ..., "end": ...}`` (default: the
-        package's ``config.json`` ``training_window``, which :func:`obsad.monitor.retrain.retrain` records);
+        package's ``config.json`` ``training_window``, which :func:`obsad.monitor.retraining.retrain` records);
         ``metrics``: JSON numbers to keep with it (e.g. its scores on a labelled slice). The version's parent is
         the champion at registration: the model it is meant to replace.
         """

@@ -772,14 +772,19 @@ class PoisoningResult:
     retrained: dict
     by_group: pd.DataFrame | None = None
     trimmed_rows: np.ndarray | None = None
+    vetted_rows: np.ndarray | None = None
+    attack_vetted: int | None = None
 
     def summary(self, metric: str = "AUROC") -> pd.DataFrame:
-        """Per detector: ``metric`` with each reference, the drop (clean - poisoned) and the share of it the
-        trimming recovered ((trimmed - poisoned) / (clean - poisoned); undefined without a drop)."""
-        wide = self.table[metric].unstack("reference")[["clean", "poisoned", "trimmed"]]
+        """Per detector: ``metric`` with each reference, the drop (clean - poisoned) and the share of it each
+        mitigation recovered ((trimmed - poisoned) / (clean - poisoned); undefined without a drop)."""
+        mitigations = [m for m in ("trimmed", "vetted") if m in self.table.index.get_level_values("reference")]
+        wide = self.table[metric].unstack("reference")[["clean", "poisoned", *mitigations]]
         wide["drop"] = wide["clean"] - wide["poisoned"]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            wide["recovered"] = np.where(wide["drop"] > 0, (wide["trimmed"] - wide["poisoned"]) / wide["drop"], np.nan)
+        for m in mitigations:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                wide[f"recovered ({m})"] = np.where(wide["drop"] > 0, (wide[m] - wide["poisoned"]) / wide["drop"],
+                                                    np.nan)
         return wide
 
     def to_dict(self) -> dict:
@@ -787,6 +792,7 @@ class PoisoningResult:
         groups = None if self.by_group is None else self.by_group.reset_index().to_dict(orient="records")
         return _json_safe({"table": rows, "by_group": groups, "n_attack": self.n_attack, "n_trimmed": self.n_trimmed,
                            "attack_trimmed": self.attack_trimmed, "trim_fraction": self.trim_fraction,
+                           "attack_vetted": self.attack_vetted,
                            "scores": self.scores, "retrained": self.retrained})
 
 
@@ -794,7 +800,7 @@ def poisoned_baseline_experiment(clean_events: pd.DataFrame, attack_events: pd.D
                                  test_labels, *, seed: int = 0, trim_fraction: float = 0.01,
                                  exclusion: str | pd.Timedelta = "12h", views: str = "all",
                                  clean_network: bool = False, test_groups=None, progress: bool = False,
-                                 **fit_options) -> PoisoningResult:
+                                 vetted_by=None, **fit_options) -> PoisoningResult:
     """How much an attack inside the training window costs detection, and how much trimming recovers.
 
     The poisoned window is ``clean_events`` plus ``attack_events``. One network is trained on it
@@ -812,6 +818,12 @@ def poisoned_baseline_experiment(clean_events: pd.DataFrame, attack_events: pd.D
     ``test_groups`` (optional, row for row with ``test_events``: e.g. the kind of each anomaly) adds the AUROC per
     group (:attr:`PoisoningResult.by_group`): the attack that recurs is the one the poisoned reference hides, and in
     a test set with other kinds of anomalies its drop is diluted.
+
+    ``vetted_by`` (optional): the model in service before the window (the champion, fitted on an older, vetted
+    period). A fourth reference, ``vetted``, drops from the poisoned window the events that model flags (its own
+    calibrated threshold), then rebuilds like ``trimmed``. Trimming by the window's own scores cannot see an attack
+    that recurs for days (its attempts vouch for each other whatever the time gap); the incumbent, which never saw
+    the attack, can.
     """
     from ..detect import IsolationForestDetector
     from ..detect.evaluation import detection_row, scenario_auroc
@@ -847,6 +859,14 @@ def poisoned_baseline_experiment(clean_events: pd.DataFrame, attack_events: pd.D
     keep = np.setdiff1d(np.arange(len(poisoned)), dropped)
     variants = {"clean": (clean, clean_events), "poisoned": (fitted, poisoned), "trimmed": (trimmed,
                                                                                            poisoned.iloc[keep])}
+    vetted_out = None
+    if vetted_by is not None:
+        incumbent = vetted_by.score(poisoned, explain="none")
+        flagged = incumbent["is_anomaly"].to_numpy()
+        vetted_out = np.flatnonzero(flagged)
+        vetted = trimmed_reference(fitted, poisoned, float(flagged.mean()), scores=incumbent["score"].to_numpy(),
+                                   seed=seed, **{key: v for key, v in fit_options.items() if key in ASSEMBLE_OPTIONS})
+        variants["vetted"] = (vetted, poisoned.iloc[np.flatnonzero(~flagged)])
     rows, group_rows = [], []
     for name, (pipeline, reference_events) in variants.items():
         z_test = pipeline.embed(pipeline.encoder.transform(test_events))
@@ -866,6 +886,10 @@ def poisoned_baseline_experiment(clean_events: pd.DataFrame, attack_events: pd.D
                  "reference only (network trained on the poisoned window)",
                  "poisoned": "everything (fit_pipeline on the poisoned window)",
                  "trimmed": "reference only (same network, trimmed window)"}
+    if vetted_out is not None:
+        retrained["vetted"] = "reference only (same network, the window less what the incumbent flags)"
     return PoisoningResult(table=table[keep_cols], n_attack=int(is_attack.sum()), n_trimmed=len(dropped),
                            attack_trimmed=int(is_attack[dropped].sum()), trim_fraction=float(trim_fraction),
-                           scores=method, retrained=retrained, by_group=by_group, trimmed_rows=dropped)
+                           scores=method, retrained=retrained, by_group=by_group, trimmed_rows=dropped,
+                           vetted_rows=vetted_out,
+                           attack_vetted=None if vetted_out is None else int(is_attack[vetted_out].sum()))
