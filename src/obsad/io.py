@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pandas as pd
 
 
@@ -41,6 +43,22 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False, engine="pyarrow", compression="zstd")
     return Path(path)
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with numpy scalars turned into Python ones, tuples into lists, keys into strings and non-finite
+    floats into ``None``: what ``write_json`` (and ``json.dumps(..., allow_nan=False)``) accepts."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return None if not math.isfinite(float(obj)) else float(obj)
+    return obj
 
 
 def write_json(obj: Any, path: str | os.PathLike, *, indent: int | None = 2) -> Path:

@@ -72,7 +72,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..io import write_parquet
+from ..io import json_safe as _json_safe, write_parquet
 
 __all__ = ["ALERT_COLUMNS", "BATCH_COLUMNS", "INTERVALS", "QUALITY_COLUMNS", "VERDICTS", "VERDICT_COLUMNS", "AlertLog",
            "AlertQualityError", "QualitySummary", "VerdictLog", "check_verdicts", "daily_quality", "latest_verdicts",
@@ -841,19 +841,6 @@ class QualitySummary:
         ]
         return "\n".join(lines)
 
-
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return None if not math.isfinite(float(obj)) else float(obj)
-    return obj
 
 
 def quality_summary(alerts, verdicts=None, batches: pd.DataFrame | None = None, *, now=None, tz: str = "UTC",

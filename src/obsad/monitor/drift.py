@@ -53,7 +53,6 @@ week). Compare windows that cover the cycles the reference covers, or a referenc
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Mapping
 
@@ -62,6 +61,7 @@ import pandas as pd
 from scipy import stats
 
 from .fields import CORRECTIONS, field_tests, infer_field_kinds
+from ..io import json_safe as _json_safe
 
 __all__ = ["DriftDetector", "DriftResult", "METHODS", "classifier_test", "clopper_pearson", "ks_fraction_rule",
            "mmd_test", "power_curve", "whiten_pooled"]
@@ -136,19 +136,6 @@ class DriftResult:
                 lines.append(f"  ... and {len(moved) - len(shown)} more")
         return "\n".join(lines)
 
-
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return None if not math.isfinite(float(obj)) else float(obj)
-    return obj
 
 
 # ------------------------------------------------------------------------------------------------ helpers

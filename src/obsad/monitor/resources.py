@@ -36,6 +36,8 @@ from typing import Self
 import numpy as np
 import pandas as pd
 
+from ..io import json_safe as _json_safe
+
 __all__ = ["KnownGoodFilter", "ResourceMonitor", "ResourceStats", "ScoringTimes", "ServiceMetrics",
            "histogram_quantile", "kind_columns", "metrics_from_prometheus", "prefilter_tradeoff", "time_scoring"]
 
@@ -49,19 +51,6 @@ def _finite(value) -> float | None:
     v = float(value)
     return v if math.isfinite(v) else None
 
-
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return _finite(obj)
-    return obj
 
 
 # ------------------------------------------------------------------------------------------------ resources

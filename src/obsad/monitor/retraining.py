@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from .drift import DriftResult, clopper_pearson
+from ..io import json_safe as _json_safe
 
 __all__ = [
     "ModelComparison",
@@ -64,19 +65,6 @@ ASSEMBLE_OPTIONS = ("k", "metric", "reference_max", "exact_max", "n_probe", "thr
                     "calibration_fraction")
 METRICS = ("f1", "auprc", "precision", "recall")
 
-
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return None if not math.isfinite(float(obj)) else float(obj)
-    return obj
 
 
 def _utc(value) -> _dt.datetime:
