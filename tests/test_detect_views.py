@@ -581,7 +581,7 @@ def test_explanation_chance_known_answers():
 def test_field_shift_is_credited_to_the_events_that_moved_the_window(window_data):
     """For one hour, user13 makes 6 requests of which 3 are ten times slower. With credit the slow events score
     above the ordinary ones of the same window; without credit (``credit_scale=None``) every event gets its
-    window's score. (Drift is not credited: after a few such hours it would carry the whole window.)"""
+    window's score."""
     d = window_data
     day = DAY0 + pd.Timedelta("3D")
     test = d["test"]
@@ -667,3 +667,76 @@ def test_a_few_ordinary_events_scored_alone_are_not_a_rate_anomaly(window_data, 
     assert not windows.predict((few, vectors)).any()
     assert (why["window_events"] == 1).all()
     assert (why["window_score"] < 1.0).all()
+
+
+# ============================================================================================ coarser views, drift credit
+def test_coarser_views_known_answers():
+    from obsad.detect.windows import coarser_views
+
+    rows = np.arange(8)
+    fine = np.array([0, 1, 2, 3, 4, 5, 6, 7])
+    team = fine // 2  # each fine entity within one team
+    other = np.array([0, 1, 0, 1, 0, 1, 0, 1])  # not nested in team: both kept
+    assert coarser_views([(rows, fine), (rows, team)]) == {1}
+    assert coarser_views([(rows, team), (rows, fine)]) == {0}
+    assert coarser_views([(rows, team), (rows, team + 10)]) == {1}  # identical groupings: the later one
+    assert coarser_views([(rows, team), (rows, other)]) == set()
+    assert coarser_views([(rows, fine), (rows[:6], team[:6])]) == set()  # other events: not the same grouping
+    shared = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    two_ways = np.array([0, 1, 0, 1, 0, 1, 0, 1])
+    assert coarser_views([(rows, shared), (rows, two_ways)]) == set()
+
+
+def test_a_view_that_only_coarsens_another_is_dropped(window_data):
+    """A team column (each user in one of 5 teams) groups the same events as the users, more coarsely: dropped,
+    unless asked to keep it; a column not nested in the users is kept."""
+    d = window_data
+    team_of = {u: f"team{i % 5}" for i, u in enumerate(USERS)}
+    frames = {}
+    for name in ("train", "cal"):
+        f = d[name].copy()
+        f["team"] = f["user"].map(team_of)
+        f["site"] = np.random.default_rng(3).choice([f"site{i}" for i in range(6)], len(f))
+        frames[name] = f
+    encoder = FeatureEncoder(n_jobs=1).fit(frames["train"])
+    names = encoder.transform(frames["train"].head(10)).numeric_names
+    v_train = _vectors(encoder, frames["train"], 10)
+    kept = {}
+    for keep in (False, True):
+        det = EntityWindowDetector(encoder, n_embedding=N_EMB, field_names=names, window="1h",
+                                   keep_coarser_views=keep).fit((frames["train"], v_train))
+        kept[keep] = [v.column for v in det.views_]
+        if not keep:
+            assert det.dropped_views_ == ["team"]
+            state, arrays = det.to_state()
+            assert EntityWindowDetector.from_state(encoder, state, arrays).dropped_views_ == ["team"]
+    assert "team" not in kept[False] and {"user", "site"} <= set(kept[False])
+    assert "team" in kept[True]
+
+
+def test_a_drift_mixed_into_a_window_stays_mostly_on_the_events_that_carry_it(window_data):
+    """For twelve hours one event an hour of user13 comes from a new source three times slower, the others are as
+    usual. The window's latency drifts; the slow events keep all of it, the usual ones about half (an event at
+    its entity's mean keeps half of the drift, one a standard deviation into it all)."""
+    d = window_data
+    frame = d["test"].copy()
+    day = DAY0 + pd.Timedelta("3D")
+    rng = np.random.default_rng(5)
+    mixed_in = ((frame["user"] == "user13") & (frame["time"] < day + pd.Timedelta("12h"))).to_numpy()
+    added = pd.DataFrame({"time": day + pd.to_timedelta(np.arange(12) * 3600 + 1800, unit="s"), "user": "user13",
+                          "action": "read", "latency": rng.lognormal(3.0 + np.log(3.0), 0.3, 12)})
+    frame = pd.concat([frame, added], ignore_index=True)
+    slow = np.r_[np.zeros(len(frame) - len(added), dtype=bool), np.ones(len(added), dtype=bool)]
+    usual = np.r_[mixed_in, np.zeros(len(added), dtype=bool)]
+    vectors = _vectors(d["encoder"], frame, 17)
+    det = EntityWindowDetector(d["encoder"], n_embedding=N_EMB, field_names=d["names"], window="1h")
+    det.fit((d["train"], d["v_train"]), calibration=(d["cal"], d["v_cal"]))
+    _, windows = det.view_scores((frame, vectors))
+    w = windows[[v.column for v in det.views_].index("user")]
+    credit = pd.Series(w.drift_credit, index=w.rows)
+    drift = pd.Series(w.stats[w.window_of_row, 3], index=w.rows)
+    assert drift[np.flatnonzero(slow)].min() > 0  # the window drifts
+    assert np.median(credit[np.flatnonzero(slow)]) > 0.9
+    # the usual events keep part of it (half at their entity's mean; 27 events, so not exactly half)
+    assert 0.1 < np.median(credit[np.flatnonzero(usual)]) < 0.7
+    assert (credit[np.flatnonzero(usual)] < 1.0).mean() > 0.9

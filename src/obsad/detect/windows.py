@@ -8,7 +8,11 @@ event the score of the most unusual window it belongs to.
 - **Views.** Each entity column is a view: the columns the encoder typed ``ip`` or ``high_cardinality`` (addresses,
   users, hosts) and the ``categorical`` / ``text`` columns with ``min_distinct`` .. ``max_distinct`` values
   (services, endpoints as URL templates, event types). Chosen from the fitted encoder's column roles, never by
-  name. Each event belongs to one window per view in which it has a value.
+  name. Each event belongs to one window per view in which it has a value. A view that only coarsens another
+  (on the same events, each of its values is a union of the other's: an event class over its event types, a
+  country over its cities) is dropped at fit time: its windows are mixes of the finer view's windows, which
+  see the same events more specifically, and each extra view is one more chance of a false alarm. Only views
+  keyed by raw values are compared: a template can take in a value never seen in training.
 - **Baselines.** Per view and entity value, from training events: the mean and variance of every dimension of
   the event vectors (the embedding, then the encoded numeric fields), shrunk towards the global mean and
   variance with ``prior_events`` pseudo-events (a rarely seen entity leans on the population); and its usual
@@ -31,7 +35,10 @@ event the score of the most unusual window it belongs to.
   from ``credit_scale`` standard deviations). Without it, every event of a coarse entity's window (all GET
   requests of an hour) inherits the alarm raised by the one service that misbehaved. Likewise a window keeps
   its drift in proportion to how far its own ``t`` continues it (full from ``credit_scale``): the hours after
-  a one-off spike, back to normal, no longer echo the spike through the EWMA's memory.
+  a one-off spike, back to normal, no longer echo the spike through the EWMA's memory; and an event keeps
+  its window's drift from half (at its entity's mean) to whole (``credit_scale`` standard deviations into the
+  drift): a new service mixed into an event type's hours drifts the type's mean, and the type's ordinary
+  events no longer carry that drift whole.
 - **Scoring the training events again** (one file both fitted on and scored): a training hour is recognised
   (same entity, same hour, same number of events) and compared with its entity's history *without itself*,
   from the stored sums.
@@ -103,6 +110,7 @@ class _Windows:
     bucket_events: np.ndarray | None = None  # [n_windows] events of the view in the window's time bucket
     pair_ids: np.ndarray | None = None  # [n_windows] entity code << 32 | time bucket, ascending (entity, then time)
     level: np.ndarray | None = None  # [n_windows] activity level (see _level)
+    drift_credit: np.ndarray | None = None  # [len(rows)] each event's share of its window's drift, in [0, 1]
 
 
 def window_vectors(z: np.ndarray, numeric: np.ndarray) -> np.ndarray:
@@ -211,6 +219,32 @@ def _window_means(assigned: list[_Windows], vectors: np.ndarray) -> list[np.ndar
             for j, w in enumerate(assigned)]
 
 
+def coarser_views(groupings: list[tuple[np.ndarray, np.ndarray]]) -> set[int]:
+    """Which groupings only coarsen another: ``groupings[j] = (rows, codes)``, the events a view has values for
+    and each one's entity code. View ``b`` is coarser than ``a`` when both cover the same rows and ``a``'s code
+    determines ``b``'s (each ``a`` entity lies within one ``b`` entity) with more distinct entities; of two
+    identical groupings the later one is returned. Exact on the training events (a single event that breaks the
+    nesting keeps both views)."""
+    by_rows: dict[tuple, list[int]] = {}
+    for j, (rows, _) in enumerate(groupings):
+        by_rows.setdefault((len(rows), hash(np.ascontiguousarray(rows, dtype=np.int64).tobytes())), []).append(j)
+    coarser = set()
+    for members in by_rows.values():
+        for i, a in enumerate(members):
+            for b in members[i + 1:]:
+                (rows_a, code_a), (rows_b, code_b) = groupings[a], groupings[b]
+                if not np.array_equal(rows_a, rows_b):
+                    continue
+                code_a, code_b = np.asarray(code_a, dtype=np.int64), np.asarray(code_b, dtype=np.int64)
+                n_a, n_b = len(np.unique(code_a)), len(np.unique(code_b))
+                n_pairs = len(np.unique(code_a * (int(code_b.max()) + 1) + code_b))
+                if n_pairs == n_a and n_a >= n_b:  # a refines b (or equals it: keep the first)
+                    coarser.add(b)
+                elif n_pairs == n_b and n_b > n_a:
+                    coarser.add(a)
+    return coarser
+
+
 def _baseline_rows(view: WindowView, keys: np.ndarray) -> np.ndarray:
     """The baseline row of each entity key: its position among the view's entities, ``len(entities)`` (the
     population) when unseen. Keys are compared as the entities were stored (numpy text); a few keys are looked up
@@ -240,7 +274,8 @@ class EntityWindowDetector(BaseDetector):
                  max_distinct: int = 5000, max_entities: int = 5_000, prior_events: float = 20.0,
                  prior_windows: float = 5.0, min_var_ratio: float = 0.05, max_t: float = 50.0,
                  max_weight: float = 25.0, drift_smoothing: float = 0.2, drift_clip: float = 10.0,
-                 credit_scale: float | None = 1.0, threshold_percentile: float = 99.5):
+                 credit_scale: float | None = 1.0, threshold_percentile: float = 99.5,
+                 keep_coarser_views: bool = False):
         self.encoder = encoder
         self.n_embedding = n_embedding
         self.field_names = field_names
@@ -257,6 +292,7 @@ class EntityWindowDetector(BaseDetector):
         self.drift_clip = drift_clip
         self.credit_scale = credit_scale
         self.threshold_percentile = threshold_percentile
+        self.keep_coarser_views = keep_coarser_views
 
     # ------------------------------------------------------------------ choosing views and time
     def _choose(self) -> tuple[list[tuple[str, list[str] | None]], str, str | None]:
@@ -349,16 +385,20 @@ class EntityWindowDetector(BaseDetector):
             else:
                 trend = np.abs(trend)
             drift = trend.max(axis=1)
+            drift_column = trend.argmax(axis=1)
             evidence = np.maximum(field_t, trend)
         else:
             field, drift, evidence = np.zeros(n_windows), np.zeros(n_windows), field_t
         rate = level - rate_mean
         stats = np.stack([emb, field, rate, drift], axis=1)
-        credit = None
+        credit = drift_credit = None
         if field_t.shape[1] and self.credit_scale is not None:
-            credit = self._field_credit(signed, field_t, window_of_row, rows, vectors, base_mean, base_inv_sd)
+            credit = self._field_credit(signed, field_t.argmax(axis=1), window_of_row, rows, vectors, base_mean,
+                                        base_inv_sd)
+            drift_credit = self._field_credit(signed, drift_column, window_of_row, rows, vectors, base_mean,
+                                              base_inv_sd, at_mean=0.5)
         return _Windows(rows, window_of_row, entity, w.value, start, count, stats, evidence, credit, w.bucket_events,
-                        pair_ids, level)
+                        pair_ids, level, drift_credit)
 
     def _no_statistics(self, w: _Windows, vectors: np.ndarray) -> _Windows:
         """:meth:`_statistics` of a view without windows: the empty arrays (and dtypes) its arithmetic yields."""
@@ -366,7 +406,7 @@ class EntityWindowDetector(BaseDetector):
         evidence = np.empty((0, n_fields)) if n_fields else np.empty((0, 0), dtype=np.float32)
         credit = np.empty(0, dtype=np.float32) if n_fields and self.credit_scale is not None else None
         return _Windows(w.rows, w.window_of_row, w.entity, w.value, w.start_ms, w.count, np.empty((0, len(STATISTICS))),
-                        evidence, credit, w.bucket_events, w.pair_ids, w.level)
+                        evidence, credit, w.bucket_events, w.pair_ids, w.level, None if credit is None else credit.copy())
 
     @staticmethod
     def _level(count: np.ndarray, bucket_events: np.ndarray, typical: float) -> np.ndarray:
@@ -379,24 +419,30 @@ class EntityWindowDetector(BaseDetector):
         a tiny batch is not "all of the traffic"."""
         return np.log1p(count) - np.log1p(np.maximum(bucket_events, typical))
 
-    def _field_credit(self, signed, field_t, window_of_row, rows, vectors, base_mean, base_inv_sd) -> np.ndarray:
-        """How much each event moved its window's field shift: its own value of the window's most shifted field,
-        in its entity's standard deviations, in the direction of the shift, divided by ``credit_scale`` and
-        clipped to [0, 1].
+    def _field_credit(self, signed, field, window_of_row, rows, vectors, base_mean, base_inv_sd,
+                      at_mean: float = 0.0) -> np.ndarray:
+        """How much each event moved its window's field shift (or drift): its own value of the window's field
+        ``field`` (index among the numeric fields, per window), in its entity's standard deviations, in the
+        direction of the window's shift, mapped linearly from ``at_mean`` (an event at its entity's mean) to 1
+        (``credit_scale`` standard deviations or more) and clipped to [0, 1].
 
         A coarse entity (an event type, a port) mixes many sources; when one of them misbehaves, the window's
-        mean moves and every event of the window would inherit the alarm. Credit keeps the field-shift score
-        on the events that moved the mean (one standard deviation or more: full score) and takes it off those
-        sitting at their entity's usual value. Only field shift is credited: a drift is, by definition, many
-        events each a little off, and a rate anomaly is carried by every event of the window alike.
+        mean moves and every event of the window would inherit the alarm. Credit keeps the score on the events
+        that moved the mean and takes it off those sitting at their entity's usual value. Field shift is credited
+        with ``at_mean=0``: one wild source is what moves a single window. Drift with ``at_mean=0.5``: a drift is
+        many events each a little off, so an event at its usual value keeps half of it, one a standard deviation
+        into the drift all of it, one a standard deviation against it none (a new service mixed into the hour of
+        an event type drifts its mean; the type's other events no longer inherit the drift whole). A rate anomaly
+        is carried by every event of the window alike and is not credited.
         """
         d_emb = int(self.n_embedding)
-        column = d_emb + field_t.argmax(axis=1)  # the window's most shifted field
+        column = d_emb + field
         windows = np.arange(len(column))
         direction = np.sign(signed[windows, column])[window_of_row]
         c = column[window_of_row]
         own = (vectors[rows, c] - base_mean[window_of_row, c]) * base_inv_sd[window_of_row, c]
-        return np.clip(direction * own / float(self.credit_scale), 0.0, 1.0).astype(np.float32)
+        moved = direction * own / float(self.credit_scale)
+        return np.clip(at_mean + (1.0 - at_mean) * moved, 0.0, 1.0).astype(np.float32)
 
     def _drift(self, signed: np.ndarray, group: np.ndarray) -> np.ndarray:
         """Exponentially weighted mean of each field's ``t`` over each entity's consecutive windows, standardised
@@ -500,11 +546,20 @@ class EntityWindowDetector(BaseDetector):
         g_var = vectors.var(axis=0, dtype=np.float64) + 1e-6
         self.population_ = _Population(g_mean, g_var)
         self.views_: list[WindowView] = []
+        found = []
         for column, masks in chosen:
             view = WindowView(column, masks, pd.Index([], dtype=object), g_mean[None], g_var[None], np.zeros(1))
             w = self._windows(view, events, vectors, ms, fitting=True)
-            if len(w.rows) == 0:
-                continue
+            if len(w.rows):
+                found.append((column, masks, w))
+        # only views keyed by raw values are compared: a template view's key can take in a value never seen in
+        # training (a new process path under a known command-line template) that the raw view would see as new
+        by_value = [j for j, (_, masks, _) in enumerate(found) if masks is None]
+        coarser = set() if self.keep_coarser_views else {
+            by_value[j] for j in coarser_views([(found[i][2].rows, found[i][2].pair_ids[found[i][2].window_of_row] >> 32)
+                                                 for i in by_value])}
+        self.dropped_views_ = [found[j][0] for j in sorted(coarser)]
+        for column, masks, w in (v for j, v in enumerate(found) if j not in coarser):
             keys = w.value[w.window_of_row]  # entity value per row
             codes, uniques = pd.factorize(keys)
             counts = np.bincount(codes, minlength=len(uniques))
@@ -645,6 +700,9 @@ class EntityWindowDetector(BaseDetector):
         if w.credit is not None:
             field = z[:, 1]
             z[:, 1] = np.where(field > 0, field * w.credit[rows], field)
+        if w.drift_credit is not None:
+            drift = z[:, 3]
+            z[:, 3] = np.where(drift > 0, drift * w.drift_credit[rows], drift)
         return z
 
     def _score(self, X) -> np.ndarray:
@@ -739,7 +797,7 @@ class EntityWindowDetector(BaseDetector):
     # ------------------------------------------------------------------ persistence (JSON + arrays, no pickle)
     _PARAMS = ("n_embedding", "window", "min_distinct", "max_distinct", "max_entities", "prior_events",
                "prior_windows", "min_var_ratio", "max_t", "max_weight", "drift_smoothing", "drift_clip",
-               "credit_scale", "threshold_percentile")
+               "credit_scale", "threshold_percentile", "keep_coarser_views")
 
     def to_state(self, prefix: str = "window") -> tuple[dict, dict[str, np.ndarray]]:
         """The fitted detector as a JSON-able dict and named float/int arrays (for a model package)."""
@@ -752,6 +810,7 @@ class EntityWindowDetector(BaseDetector):
             "threshold_": float(self.threshold_),
             "views": [{"column": v.column, "template_masks": v.template_masks, "entities": list(v.entities)}
                       for v in self.views_],
+            "dropped_views": list(getattr(self, "dropped_views_", [])),
         }
         arrays = {f"{prefix}/train_scores_sorted": np.asarray(self.train_scores_, dtype=np.float64),
                   f"{prefix}/population_mean": self.population_.mean, f"{prefix}/population_var": self.population_.var}
@@ -776,6 +835,7 @@ class EntityWindowDetector(BaseDetector):
                                       np.asarray(arrays[f"{prefix}/population_var"], dtype=np.float64))
         if det.population_.mean.shape != (len(kept),) or det.population_.var.shape != (len(kept),):
             raise ValueError("window view: the population baseline does not match the fields")
+        det.dropped_views_ = list(state.get("dropped_views", []))
         det.views_ = []
         for i, v in enumerate(state["views"]):
             memory = {name: np.asarray(arrays[f"{prefix}/{i}/memory/{name}"]) for name in _MEMORY}
