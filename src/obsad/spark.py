@@ -622,14 +622,13 @@ def _slice_windows(det, view, codes: np.ndarray, distinct: np.ndarray, bucket: n
     the detector uses), and ``bucket_events`` the view's events in the row's time bucket over the *whole batch*,
     the one number that ``_assign`` counts and a slice cannot.
     """
-    from .detect.windows import STATISTICS, _baseline_rows, _Windows
+    from .detect.windows import STATISTICS, _baseline_rows, _Windows, distinct_pairs
 
     rows = np.arange(len(codes))
     win = bucket.astype(np.int64)
     offset = win - win.min()
     # windows = distinct (entity, window) pairs, numbered in (entity, time) order: the sorted distinct pairs
-    pair_ids, window_of_row = np.unique(codes.astype(np.int64) * (1 << 32) + offset, return_inverse=True)
-    window_of_row = window_of_row.astype(np.int64, copy=False)
+    pair_ids, window_of_row = distinct_pairs(codes, offset)
     n_windows = len(pair_ids)
     count = np.bincount(window_of_row, minlength=n_windows).astype(np.float64)
     first_row = np.full(n_windows, -1, dtype=np.int64)

@@ -203,6 +203,26 @@ def _as_keys(series: pd.Series, template_masks: list[str] | None) -> tuple[np.nd
     return rows, merged[codes].astype(np.int64), np.asarray(distinct, dtype=object)
 
 
+def distinct_pairs(codes: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (entity code, time offset) pairs as ``code << 32 | offset``, ascending, and each row's pair
+    number: ``np.unique(codes << 32 | offset, return_inverse=True)``. When the grid of codes x offsets is not much
+    larger than the rows (the usual case: a few hundred entities over a day of hours), counted on the grid
+    instead of sorted (no sort: linear in the rows)."""
+    codes = np.asarray(codes, dtype=np.int64)
+    offset = np.asarray(offset, dtype=np.int64)
+    if len(codes) == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    n_codes, n_offsets = int(codes.max()) + 1, int(offset.max()) + 1
+    if n_codes * n_offsets > max(4 * len(codes), 1 << 16):
+        pair_ids, inverse = np.unique(codes * (1 << 32) + offset, return_inverse=True)
+        return pair_ids, inverse.astype(np.int64, copy=False).reshape(-1)
+    cell = codes * n_offsets + offset
+    present = np.bincount(cell, minlength=n_codes * n_offsets) > 0
+    number = np.cumsum(present) - 1
+    occupied = np.flatnonzero(present)
+    return (occupied // n_offsets) * (1 << 32) + occupied % n_offsets, number[cell]
+
+
 def _window_means(assigned: list[_Windows], vectors: np.ndarray) -> list[np.ndarray | None]:
     """Each view's window means (its events' vectors summed per window, over the window's events) from one sparse
     product over the windows of all views: the same sums as one product per view (each window's rows are added
@@ -333,8 +353,7 @@ class EntityWindowDetector(BaseDetector):
         win = np.floor(ms[rows] / self.window_ms_).astype(np.int64)
         offset = win - (win.min() if len(win) else 0)
         # windows = distinct (entity, window) pairs, numbered in (entity, time) order: the sorted distinct pairs
-        pair_ids, window_of_row = np.unique(codes.astype(np.int64) * (1 << 32) + offset, return_inverse=True)
-        window_of_row = window_of_row.astype(np.int64, copy=False)
+        pair_ids, window_of_row = distinct_pairs(codes, offset)
         n_windows = len(pair_ids)
         count = np.bincount(window_of_row, minlength=n_windows).astype(np.float64)
         first_row = np.full(n_windows, -1, dtype=np.int64)
@@ -435,13 +454,11 @@ class EntityWindowDetector(BaseDetector):
         an event type drifts its mean; the type's other events no longer inherit the drift whole). A rate anomaly
         is carried by every event of the window alike and is not credited.
         """
-        d_emb = int(self.n_embedding)
-        column = d_emb + field
-        windows = np.arange(len(column))
-        direction = np.sign(signed[windows, column])[window_of_row]
-        c = column[window_of_row]
-        own = (vectors[rows, c] - base_mean[window_of_row, c]) * base_inv_sd[window_of_row, c]
-        moved = direction * own / float(self.credit_scale)
+        column = int(self.n_embedding) + field
+        windows = np.arange(len(column))  # per window first, then spread to its events (1-d gathers)
+        direction, mean, inv_sd = (a[windows, column] for a in (signed, base_mean, base_inv_sd))
+        own = (vectors[rows, column[window_of_row]] - mean[window_of_row]) * inv_sd[window_of_row]
+        moved = np.sign(direction)[window_of_row] * own / float(self.credit_scale)
         return np.clip(at_mean + (1.0 - at_mean) * moved, 0.0, 1.0).astype(np.float32)
 
     def _drift(self, signed: np.ndarray, group: np.ndarray) -> np.ndarray:
