@@ -740,3 +740,31 @@ def test_a_drift_mixed_into_a_window_stays_mostly_on_the_events_that_carry_it(wi
     # the usual events keep part of it (half at their entity's mean; 27 events, so not exactly half)
     assert 0.1 < np.median(credit[np.flatnonzero(usual)]) < 0.7
     assert (credit[np.flatnonzero(usual)] < 1.0).mean() > 0.9
+
+
+def test_a_field_that_stops_being_sent_is_not_an_alarm_for_every_entity(window_data):
+    """In training the latency is missing now and then; on the test day the producer stops sending it. Every
+    user's window then has no latency at all. With the missing-value indicators among the window statistics
+    (``fill_rate_fields=True``, the old behaviour) most events are flagged; without them (the default) the day
+    stays near the calibrated rate: a schema change is the drift monitor's business."""
+    d = window_data
+    rng = np.random.default_rng(7)
+    frames = {}
+    for name in ("train", "cal", "test"):
+        f = d[name].copy()
+        f.loc[rng.random(len(f)) < 0.05, "latency"] = np.nan
+        frames[name] = f
+    frames["test"]["latency"] = np.nan
+    encoder = FeatureEncoder(n_jobs=1).fit(frames["train"])
+    names = encoder.transform(frames["train"].head(10)).numeric_names
+    assert "latency.missing" in names
+    vectors = {name: _vectors(encoder, f, 20 + i) for i, (name, f) in enumerate(frames.items())}
+    flagged = {}
+    for with_fill_rates in (True, False):
+        det = EntityWindowDetector(encoder, n_embedding=N_EMB, field_names=names, window="1h",
+                                   fill_rate_fields=with_fill_rates)
+        det.fit((frames["train"], vectors["train"]), calibration=(frames["cal"], vectors["cal"]))
+        flagged[with_fill_rates] = det.predict((frames["test"], vectors["test"])).mean()
+        assert ("latency.missing" in det.fields_) == with_fill_rates
+    assert flagged[True] > 0.5
+    assert flagged[False] < 0.05

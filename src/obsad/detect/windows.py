@@ -14,7 +14,9 @@ event the score of the most unusual window it belongs to.
   see the same events more specifically, and each extra view is one more chance of a false alarm. Only views
   keyed by raw values are compared: a template can take in a value never seen in training.
 - **Baselines.** Per view and entity value, from training events: the mean and variance of every dimension of
-  the event vectors (the embedding, then the encoded numeric fields), shrunk towards the global mean and
+  the event vectors (the embedding, then the encoded numeric fields less the time-derived ones and the
+  missing-value indicators: a producer that stops sending a field is a schema change, not an anomaly of every
+  entity it reports on), shrunk towards the global mean and
   variance with ``prior_events`` pseudo-events (a rarely seen entity leans on the population); and its usual
   activity level (below). Unseen entities use the population baseline.
 - **Window statistics.** For a window of ``n`` events of entity ``e`` with mean vector ``m``, per dimension
@@ -295,7 +297,7 @@ class EntityWindowDetector(BaseDetector):
                  prior_windows: float = 5.0, min_var_ratio: float = 0.05, max_t: float = 50.0,
                  max_weight: float = 25.0, drift_smoothing: float = 0.2, drift_clip: float = 10.0,
                  credit_scale: float | None = 1.0, threshold_percentile: float = 99.5,
-                 keep_coarser_views: bool = False):
+                 keep_coarser_views: bool = False, fill_rate_fields: bool = False):
         self.encoder = encoder
         self.n_embedding = n_embedding
         self.field_names = field_names
@@ -313,6 +315,7 @@ class EntityWindowDetector(BaseDetector):
         self.credit_scale = credit_scale
         self.threshold_percentile = threshold_percentile
         self.keep_coarser_views = keep_coarser_views
+        self.fill_rate_fields = fill_rate_fields
 
     # ------------------------------------------------------------------ choosing views and time
     def _choose(self) -> tuple[list[tuple[str, list[str] | None]], str, str | None]:
@@ -640,10 +643,14 @@ class EntityWindowDetector(BaseDetector):
         return WindowView(column, masks, entities, mean, var, rate_mean, memory=memory)
 
     def _kept_dims(self, d: int) -> np.ndarray:
-        """Dimensions used: the embedding and every numeric field except those derived from a timestamp.
+        """Dimensions used: the embedding and every numeric field except those derived from a timestamp and,
+        unless ``fill_rate_fields``, the missing-value indicators.
 
         Hour-of-day and day-of-week are the same for every event of a window, so a window's mean of them only
-        says when the window is, not that the entity changed."""
+        says when the window is, not that the entity changed. A field's fill rate says what a producer sends:
+        when a producer stops sending a field, every entity it reports on "moves" at once, a schema change for
+        the drift monitor (which names the field), not an anomaly of each entity. The embedding still sees
+        which fields an event has."""
         roles = getattr(self.encoder, "roles_", {})
         sources = getattr(self.encoder, "sources_", {})
         names = list(self.field_names)
@@ -651,6 +658,8 @@ class EntityWindowDetector(BaseDetector):
             raise ValueError(f"vectors have {d} dimensions; expected n_embedding={self.n_embedding} + "
                              f"{len(names)} field_names")
         fields = [i for i, name in enumerate(names) if roles.get(sources.get(name, name)) != "timestamp"]
+        if not self.fill_rate_fields:
+            fields = [i for i in fields if names[i] != f"{sources.get(names[i], names[i])}.missing"]
         return np.r_[np.arange(int(self.n_embedding)), int(self.n_embedding) + np.asarray(fields, dtype=np.int64)]
 
     def _check_input(self, X, fitted: bool = True) -> tuple[pd.DataFrame, np.ndarray]:
@@ -814,7 +823,7 @@ class EntityWindowDetector(BaseDetector):
     # ------------------------------------------------------------------ persistence (JSON + arrays, no pickle)
     _PARAMS = ("n_embedding", "window", "min_distinct", "max_distinct", "max_entities", "prior_events",
                "prior_windows", "min_var_ratio", "max_t", "max_weight", "drift_smoothing", "drift_clip",
-               "credit_scale", "threshold_percentile", "keep_coarser_views")
+               "credit_scale", "threshold_percentile", "keep_coarser_views", "fill_rate_fields")
 
     def to_state(self, prefix: str = "window") -> tuple[dict, dict[str, np.ndarray]]:
         """The fitted detector as a JSON-able dict and named float/int arrays (for a model package)."""
@@ -842,7 +851,9 @@ class EntityWindowDetector(BaseDetector):
     def from_state(cls, encoder, state: dict, arrays: dict[str, np.ndarray],
                    prefix: str = "window") -> "EntityWindowDetector":
         """Rebuild a fitted detector from :meth:`to_state` output (``KeyError``/``ValueError`` if inconsistent)."""
-        det = cls(encoder, field_names=list(state["field_names"]), **state["params"])
+        # a package written before ``fill_rate_fields`` existed used the missing-value indicators
+        params = {"fill_rate_fields": True, **state["params"]}
+        det = cls(encoder, field_names=list(state["field_names"]), **params)
         det.window_ms_ = float(pd.Timedelta(det.window).total_seconds() * 1000.0)
         det.time_column_, det.time_unit_ = state["time_column"], state.get("time_unit")
         det.n_features_in_ = int(det.n_embedding) + len(det.field_names)
