@@ -420,7 +420,7 @@ class EntityWindowDetector(BaseDetector):
             drift_credit = self._field_credit(signed, drift_column, window_of_row, rows, vectors, base_mean,
                                               base_inv_sd, at_mean=0.5)
         return _Windows(rows, window_of_row, entity, w.value, start, count, stats, evidence, credit, w.bucket_events,
-                        pair_ids, level, drift_credit)
+                        pair_ids, level, drift_credit=drift_credit)
 
     def _no_statistics(self, w: _Windows, vectors: np.ndarray) -> _Windows:
         """:meth:`_statistics` of a view without windows: the empty arrays (and dtypes) its arithmetic yields."""
@@ -428,7 +428,8 @@ class EntityWindowDetector(BaseDetector):
         evidence = np.empty((0, n_fields)) if n_fields else np.empty((0, 0), dtype=np.float32)
         credit = np.empty(0, dtype=np.float32) if n_fields and self.credit_scale is not None else None
         return _Windows(w.rows, w.window_of_row, w.entity, w.value, w.start_ms, w.count, np.empty((0, len(STATISTICS))),
-                        evidence, credit, w.bucket_events, w.pair_ids, w.level, None if credit is None else credit.copy())
+                        evidence, credit, w.bucket_events, w.pair_ids, w.level,
+                        drift_credit=None if credit is None else credit.copy())
 
     @staticmethod
     def _level(count: np.ndarray, bucket_events: np.ndarray, typical: float) -> np.ndarray:
@@ -575,9 +576,8 @@ class EntityWindowDetector(BaseDetector):
         # only views keyed by raw values are compared: a template view's key can take in a value never seen in
         # training (a new process path under a known command-line template) that the raw view would see as new
         by_value = [j for j, (_, masks, _) in enumerate(found) if masks is None]
-        coarser = set() if self.keep_coarser_views else {
-            by_value[j] for j in coarser_views([(found[i][2].rows, found[i][2].pair_ids[found[i][2].window_of_row] >> 32)
-                                                 for i in by_value])}
+        groupings = [(w.rows, w.pair_ids[w.window_of_row] >> 32) for _, _, w in (found[j] for j in by_value)]
+        coarser = set() if self.keep_coarser_views else {by_value[j] for j in coarser_views(groupings)}
         self.dropped_views_ = [found[j][0] for j in sorted(coarser)]
         for column, masks, w in (v for j, v in enumerate(found) if j not in coarser):
             keys = w.value[w.window_of_row]  # entity value per row

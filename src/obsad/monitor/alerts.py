@@ -72,7 +72,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..io import json_safe as _json_safe, write_parquet
+from ..io import json_safe, write_parquet
 
 __all__ = ["ALERT_COLUMNS", "BATCH_COLUMNS", "INTERVALS", "QUALITY_COLUMNS", "VERDICTS", "VERDICT_COLUMNS", "AlertLog",
            "AlertQualityError", "QualitySummary", "VerdictLog", "check_verdicts", "daily_quality", "latest_verdicts",
@@ -814,7 +814,7 @@ class QualitySummary:
         """A JSON-ready dict: times as ISO 8601 strings, NaN as None."""
         out = asdict(self)
         out["start"], out["end"] = self.start.isoformat(), self.end.isoformat()
-        return _json_safe(out)
+        return json_safe(out)
 
     def summary(self) -> str:
         def pct(x, lo_hi) -> str:
@@ -840,7 +840,6 @@ class QualitySummary:
             f"  model versions: {', '.join(self.model_versions) or 'none'}",
         ]
         return "\n".join(lines)
-
 
 
 def quality_summary(alerts, verdicts=None, batches: pd.DataFrame | None = None, *, now=None, tz: str = "UTC",

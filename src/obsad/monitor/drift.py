@@ -60,8 +60,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..io import json_safe
 from .fields import CORRECTIONS, field_tests, infer_field_kinds
-from ..io import json_safe as _json_safe
 
 __all__ = ["DriftDetector", "DriftResult", "METHODS", "classifier_test", "clopper_pearson", "ks_fraction_rule",
            "mmd_test", "power_curve", "whiten_pooled"]
@@ -106,7 +106,7 @@ class DriftResult:
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (no NaN: a missing number is None)."""
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
     def summary(self, max_fields: int = 10) -> str:
         if self.method == "ks_fraction":
@@ -135,7 +135,6 @@ class DriftResult:
             if len(moved) > len(shown):
                 lines.append(f"  ... and {len(moved) - len(shown)} more")
         return "\n".join(lines)
-
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -452,7 +451,7 @@ class DriftDetector:
                                 f"{type(current_fields).__name__}")
             table = field_tests(self.reference_fields_, current_fields, self.field_kinds_,
                                 correction=self.correction)
-            fields = _json_safe(table.to_dict(orient="records"))
+            fields = json_safe(table.to_dict(orient="records"))
         return DriftResult(drift=bool(drift), p_value=None if p is None else float(p), statistic=float(statistic),
                            method=self.method, window_size=int(len(cur) if window_size is None else window_size),
                            fields=fields, alpha=float(self.alpha),

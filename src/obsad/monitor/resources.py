@@ -36,21 +36,13 @@ from typing import Self
 import numpy as np
 import pandas as pd
 
-from ..io import json_safe as _json_safe
+from ..io import json_safe
 
 __all__ = ["KnownGoodFilter", "ResourceMonitor", "ResourceStats", "ScoringTimes", "ServiceMetrics",
            "histogram_quantile", "kind_columns", "metrics_from_prometheus", "prefilter_tradeoff", "time_scoring"]
 
 PERCENTILES = (50, 90, 95, 99)
 _MB = 1024.0 * 1024.0
-
-
-def _finite(value) -> float | None:
-    if value is None:
-        return None
-    v = float(value)
-    return v if math.isfinite(v) else None
-
 
 
 # ------------------------------------------------------------------------------------------------ resources
@@ -70,7 +62,7 @@ class ResourceStats:
     cpu_count: int
 
     def to_dict(self) -> dict:
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
 
 class ResourceMonitor:
@@ -176,7 +168,7 @@ class ScoringTimes:
         raise ValueError(f"batch size {batch_size} was not timed (timed: {[r['batch_size'] for r in self.rows]})")
 
     def to_dict(self) -> dict:
-        return _json_safe({"rows": self.rows, "resources": self.resources.to_dict(), "n_events": self.n_events,
+        return json_safe({"rows": self.rows, "resources": self.resources.to_dict(), "n_events": self.n_events,
                            "skipped": self.skipped})
 
     def summary(self) -> str:
@@ -268,7 +260,7 @@ class ServiceMetrics:
         return self.latency.get("p95_ms")
 
     def to_dict(self) -> dict:
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
 
 def histogram_quantile(q: float, bounds: np.ndarray, cumulative: np.ndarray) -> tuple[float | None, float, float | None]:
@@ -569,7 +561,7 @@ class KnownGoodFilter:
     def to_dict(self) -> dict:
         """The fitted state as JSON-ready data (settings, kind fields, the kind table)."""
         self._require_fitted()
-        return _json_safe({"min_count": int(self.min_count), "max_flag_rate": float(self.max_flag_rate),
+        return json_safe({"min_count": int(self.min_count), "max_flag_rate": float(self.max_flag_rate),
                            "columns": self.columns_, "n_train": self.n_train_,
                            "train_share_skipped": self.train_share_skipped_,
                            "kinds": self.kinds_.to_dict(orient="records")})

@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..io import json_safe
 from .drift import DriftResult, clopper_pearson
-from ..io import json_safe as _json_safe
 
 __all__ = [
     "ModelComparison",
@@ -64,7 +64,6 @@ __all__ = [
 ASSEMBLE_OPTIONS = ("k", "metric", "reference_max", "exact_max", "n_probe", "threshold_percentile", "window",
                     "calibration_fraction")
 METRICS = ("f1", "auprc", "precision", "recall")
-
 
 
 def _utc(value) -> _dt.datetime:
@@ -96,7 +95,7 @@ class RetrainSignals:
         if isinstance(drift, dict):  # the verdict, not the per-field table
             drift = {key: drift.get(key) for key in ("drift", "p_value", "statistic", "method", "alpha",
                                                      "window_size")}
-        return _json_safe({"drift": drift, "precision": self.precision, "precision_labels": self.precision_labels,
+        return json_safe({"drift": drift, "precision": self.precision, "precision_labels": self.precision_labels,
                            "new_labels": self.new_labels, "model_age_days": self.model_age_days})
 
 
@@ -112,7 +111,7 @@ class RetrainDecision:
     checks: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
     def checks_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.checks, columns=["rule", "outcome", "value", "limit", "note"])
@@ -558,7 +557,7 @@ class ModelComparison:
     seed: int
 
     def to_dict(self) -> dict:
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
     def table(self) -> pd.DataFrame:
         """One row per model and one for the difference (with its interval)."""
@@ -696,7 +695,7 @@ class PromotionDecision:
     n_anomalous: int
 
     def to_dict(self) -> dict:
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
 
 def promotion_decision(comparison: ModelComparison, *, metric: str = "f1", min_gain: float = 0.01,
@@ -778,7 +777,7 @@ class PoisoningResult:
     def to_dict(self) -> dict:
         rows = self.table.reset_index().to_dict(orient="records")
         groups = None if self.by_group is None else self.by_group.reset_index().to_dict(orient="records")
-        return _json_safe({"table": rows, "by_group": groups, "n_attack": self.n_attack, "n_trimmed": self.n_trimmed,
+        return json_safe({"table": rows, "by_group": groups, "n_attack": self.n_attack, "n_trimmed": self.n_trimmed,
                            "attack_trimmed": self.attack_trimmed, "trim_fraction": self.trim_fraction,
                            "attack_vetted": self.attack_vetted,
                            "scores": self.scores, "retrained": self.retrained})
