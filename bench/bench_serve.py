@@ -13,7 +13,8 @@ starts.
 - **Single events, closed loop**: one request at a time: the service time alone.
 - **Batches**: ``--batches`` requests of ``--batch`` events, one after the other. Target: >= 30,000 events/s.
 - **Where the time goes**: the same work in this process, stage by stage (load_events, encoder, embedding,
-  k-NN, window view), for one event and for one batch.
+  k-NN, window view), for one event and for one batch; and for one event, the one-event path the service takes
+  (:class:`obsad.single_event.SingleEventScorer`: no table, the same scores).
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ def stages(model: Path, events: list[dict], threads: int) -> None:
 
     from obsad.ocsf import load_events
     from obsad.pipeline import load_pipeline
+    from obsad.single_event import SingleEventScorer
 
     torch.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
@@ -178,6 +180,9 @@ def stages(model: Path, events: list[dict], threads: int) -> None:
             vectors = p.window_vectors(z, features)
             parts["window view"] = best(lambda: p.window.view_scores((frame, vectors)))
         parts["pipeline.score (all views)"] = best(lambda: p.score(frame))
+        if len(batch) == 1:  # what the service runs for a lone event: the one-event path, raw event to scores
+            scorer = SingleEventScorer(p)
+            parts["one-event path (raw event -> scores)"] = best(lambda: scorer.score(batch[0]))
         print(f"  {len(batch):>5} event(s): " + ", ".join(f"{k} {v:.1f} ms" for k, v in parts.items()))
 
 

@@ -321,6 +321,25 @@ def test_shadow_scores_are_recorded(server):
     assert metric(metric_values(server), "obsad_shadow_events_scored_total") >= len(uids)
 
 
+def test_shadow_scores_single_events_too(server):
+    """A lone event takes the one-event path on both models; the challenger's logged score is its event view."""
+    event = server["events"][151]
+    uid = event["metadata"]["uid"]
+    body = score(server, [event]).json()
+    assert body["views"] == "event"
+    records, deadline = [], time.time() + 30
+    while not records and time.time() < deadline:
+        records = [json.loads(line) for path in (server["root"] / "shadow").glob("shadow-*.jsonl")
+                   for line in path.read_text().splitlines() if uid in line]
+        time.sleep(0.1)
+    (record,) = records
+    challenger = load_pipeline(server["challenger"])
+    want = challenger.score(load_events([event], columns=challenger.input_columns).events, views="event")
+    assert record["views"] == "event" and record["slot"] == 0
+    assert record["champion"]["score"] == pytest.approx(body["results"][0]["score"], abs=1e-9)
+    assert record["challenger"]["score"] == pytest.approx(float(want["score"].iloc[0]), abs=1e-6)
+
+
 # ------------------------------------------------------------------------------------------------ reload
 def replace_package(target: Path, source: Path) -> None:
     """Put ``source`` at ``target`` with renames, as ``obsad fit`` replaces a package."""

@@ -199,6 +199,23 @@ class FittedPipeline:
                 window_scored = (framed.index, per_view, windows)
             elif self.window is not None:  # no window view asked for (or no events): it takes no part
                 members.append(np.full(n, -np.inf))
+        decision = self.decide(members, features, nbrs, window_scored, n_top=n_top, explain=explain)
+        out = pd.DataFrame(index=events.index)
+        if "metadata.uid" in events.columns:  # the columns themselves (same index): no per-value conversion
+            out["event_uid"] = events["metadata.uid"]
+        if "time" in events.columns:
+            out["time"] = events["time"]
+        for name, values in decision.items():
+            out[name] = values
+        return out
+
+    def decide(self, members: list[np.ndarray], features, neighbours: np.ndarray, window_scored=None, *,
+               n_top: int = 3, explain: str = "flagged") -> dict[str, np.ndarray]:
+        """The views' raw scores (``members``: the event view's k-NN scores, then the window view's, ``-inf``
+        where it takes no part) -> ``score``, ``percentile``, ``is_anomaly``, ``view`` and ``top_features``, one
+        value per event: each view's score standardised on its calibration scores, the largest decides, and the
+        deciding view explains the events ``explain`` selects."""
+        n = len(members[0])
         member_scores = np.column_stack(members) if n else np.empty((0, len(members)))
         member_z = self.combiner.member_z(member_scores)
         scores = member_z.max(axis=1) if n else np.empty(0)
@@ -208,22 +225,16 @@ class FittedPipeline:
         top = np.full(n, "", dtype=object)
         by_event = np.flatnonzero(wanted & (decided == 0))  # explain each event from the view that decided
         if len(by_event):
-            top[by_event] = self.top_features(features.take(by_event), nbrs[by_event], n_top=n_top)
+            top[by_event] = self.top_features(features.take(by_event), neighbours[by_event], n_top=n_top)
         by_window = np.flatnonzero(wanted & (decided == 1))
         if window_scored is not None and len(by_window):
             why = self.window.explain_scored(*window_scored, rows=by_window, n_fields=2)
             top[by_window] = _join_lists(why["fields"].to_numpy())
-        out = pd.DataFrame(index=events.index)
-        if "metadata.uid" in events.columns:  # the columns themselves (same index): no per-value conversion
-            out["event_uid"] = events["metadata.uid"]
-        if "time" in events.columns:
-            out["time"] = events["time"]
-        out["score"] = scores
-        out["percentile"] = self.combiner.percentile_of(scores) if n else np.empty(0)
-        out["is_anomaly"] = flagged
-        out["view"] = np.asarray(self.views, dtype=object)[decided] if n else np.empty(0, dtype=object)
-        out["top_features"] = np.asarray(top, dtype=object) if n else np.empty(0, dtype=object)
-        return out
+        return {"score": scores,
+                "percentile": self.combiner.percentile_of(scores) if n else np.empty(0),
+                "is_anomaly": flagged,
+                "view": np.asarray(self.views, dtype=object)[decided] if n else np.empty(0, dtype=object),
+                "top_features": np.asarray(top, dtype=object) if n else np.empty(0, dtype=object)}
 
     def score_events(self, source, **load_options) -> tuple[pd.DataFrame, object]:
         """Raw OCSF events in any form :func:`obsad.ocsf.load_events` reads (a file, records, a frame) -> the

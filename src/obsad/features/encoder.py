@@ -367,6 +367,11 @@ def _fit_numeric(p: R.ColumnProfile, hints: dict, enc: "FeatureEncoder") -> dict
 
 def _tf_numeric(st: dict, s: pd.Series, cache: dict, clip: float):
     x, bad = V.to_float(s)
+    return _numeric_outputs(st, x, clip), [], bad
+
+
+def _numeric_outputs(st: dict, x: np.ndarray, clip: float) -> list[np.ndarray]:
+    """A numeric column's outputs from its values as float64 (NaN = missing)."""
     miss = np.isnan(x)
     x = np.where(miss, st["fill"], x)
     if st["log"]:
@@ -378,7 +383,7 @@ def _tf_numeric(st: dict, s: pd.Series, cache: dict, clip: float):
     out = [z.astype(np.float32)]
     if st["missing_indicator"]:
         out.append(miss.astype(np.float32))
-    return out, [], bad
+    return out
 
 
 def _fit_timestamp(p: R.ColumnProfile, hints: dict, enc: "FeatureEncoder") -> dict:
@@ -417,10 +422,15 @@ def _cyclic_present(ms: np.ndarray) -> list[np.ndarray]:
 
 def _tf_timestamp(st: dict, s: pd.Series, cache: dict, clip: float):
     ms, bad = V.to_epoch_ms(s, unit=st.get("unit"))
+    return _timestamp_outputs(st, ms), [], bad
+
+
+def _timestamp_outputs(st: dict, ms: np.ndarray) -> list[np.ndarray]:
+    """A timestamp column's outputs from its values as epoch milliseconds (float64, NaN = missing)."""
     out = _cyclic(ms)
     if st["missing_indicator"]:
         out.append(np.isnan(ms).astype(np.float32))
-    return out, [], bad
+    return out
 
 
 def _port_keys(values: np.ndarray, counts: np.ndarray, min_count: int) -> list[str | None]:
@@ -532,8 +542,6 @@ def _int_code_ids(table: tuple[int, np.ndarray], s: pd.Series, kind: str) -> np.
     """Category ids of a numeric column through a dense :func:`_int_code_table` (missing -> 0), without
     data-dependent branches: integer dtypes are looked up as integers (masked ``Int64`` through its data and
     mask), anything else as float64 values of which only the integral ones inside the table's range can hit."""
-    low, lut = table
-    high = low + len(lut) - 2
     data = mask = None
     dtype = s.dtype
     if isinstance(dtype, np.dtype) and dtype.kind in "iu":
@@ -543,14 +551,20 @@ def _int_code_ids(table: tuple[int, np.ndarray], s: pd.Series, kind: str) -> np.
     if data is not None and data.dtype.kind == "u" and data.dtype.itemsize == 8:
         data = None  # uint64 beyond int64: the float path handles it
     if data is not None:
-        data = data.astype(np.int64, copy=False)
-        inside = (data >= low) & (data <= high)
-        k = (data - (low - 1)) * inside  # 1.. inside the table, 0 (unknown) outside; overflow only where inside=0
-        out = lut[k]
-        if mask is not None:
-            out *= ~mask  # MISSING_ID is 0
-        return out
+        return _int_data_ids(table, data.astype(np.int64, copy=False), mask)
     return _float_code_ids(table, V.to_float(s, kind)[0])
+
+
+def _int_data_ids(table: tuple[int, np.ndarray], data: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """:func:`_int_code_ids` of int64 values (``mask``: True = missing, or None)."""
+    low, lut = table
+    high = low + len(lut) - 2
+    inside = (data >= low) & (data <= high)
+    k = (data - (low - 1)) * inside  # 1.. inside the table, 0 (unknown) outside; overflow only where inside=0
+    out = lut[k]
+    if mask is not None:
+        out *= ~mask  # MISSING_ID is 0
+    return out
 
 
 def _float_code_ids(table: tuple[int, np.ndarray], x: np.ndarray) -> np.ndarray:

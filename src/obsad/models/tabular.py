@@ -346,8 +346,10 @@ class TabularResNet(nn.Module):
         device = self.input_projection.weight.device
         numeric = torch.as_tensor(numeric, dtype=torch.float32)
         categorical = torch.as_tensor(categorical, dtype=torch.long)
-        was_training = self.training
-        self.eval()
+        # modes switched only where one is training: switching every submodule costs more than a one-event forward
+        training = [m for m in self.modules() if m.training]
+        for m in training:
+            m.training = False
         try:
             folded = self._folded_input()
             parts = []
@@ -359,7 +361,8 @@ class TabularResNet(nn.Module):
                     x = block(x)
                 parts.append(self.output_norm(x).float().cpu())
         finally:
-            self.train(was_training)
+            for m in training:
+                m.training = True
         return torch.cat(parts) if parts else torch.empty(0, self.d_model)
 
     def _folded_input(self) -> tuple[Tensor | None, Tensor | None, Tensor, Tensor]:

@@ -1619,6 +1619,24 @@ def _ms_of(times: pd.Series) -> np.ndarray:
     return np.asarray(times.array.asi8)
 
 
+def _epoch_ms(num: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Epoch numbers -> (int64 milliseconds, which are usable, counts by unit). The unit is read from each value's
+    magnitude (seconds below 1e11, milliseconds below 1e14, ...); a value that is not finite or lies beyond the
+    datetime64[ms] range is unusable."""
+    mag = np.abs(num)
+    ms = np.full(len(num), np.nan)
+    units: dict[str, int] = {}
+    lo = 0.0
+    for unit, hi, factor in _TIME_UNITS:
+        m = (mag >= lo) & (mag < hi)
+        if m.any():
+            ms[m] = num[m] * factor
+            units[f"epoch {unit}"] = int(m.sum())
+        lo = hi
+    ok = np.isfinite(ms) & (np.abs(ms) < 8.2e15)  # datetime64[ms] range, well inside
+    return np.where(ok, np.round(np.where(ok, ms, 0.0)), 0.0).astype(np.int64), ok, units
+
+
 def _parse_times(b: _Builder, name: str) -> tuple[np.ndarray, dict[str, int]]:
     """Column -> epoch milliseconds of datetime64[ms, UTC] (int64, ``_NAT`` for missing); unparseable values are
     reported. Returns (milliseconds, counts by unit).
@@ -1677,17 +1695,9 @@ def _parse_times(b: _Builder, name: str) -> tuple[np.ndarray, dict[str, int]]:
     # epoch numbers: unit by magnitude, value by value
     bad_rows: list[int] = []
     if len(num):
-        mag = np.abs(num)
-        ms = np.full(len(num), np.nan)
-        lo = 0.0
-        for unit, hi, factor in _TIME_UNITS:
-            m = (mag >= lo) & (mag < hi)
-            if m.any():
-                ms[m] = num[m] * factor
-                units[f"epoch {unit}"] = int(m.sum())
-            lo = hi
-        ok = np.isfinite(ms) & (np.abs(ms) < 8.2e15)  # datetime64[ms] range, well inside
-        out[rows[ok]] = np.round(ms[ok]).astype(np.int64)
+        ms, ok, found = _epoch_ms(num)
+        units.update(found)
+        out[rows[ok]] = ms[ok]
         bad_rows = rows[~ok].tolist()
     if text is not None and not text.empty:
         parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
@@ -1881,3 +1891,182 @@ def load_events(source: Any, *, columns: Sequence[str] | None = None) -> LoadRes
             f"per event (JSON Lines) or an array of objects.\n{report.summary()}"
         )
     return LoadResult(events=events, report=report)
+
+
+# ------------------------------------------------------------------------------------------- one plain event
+_LIST_TYPE_KEYS = ("type", "type_id", "name")  # what an array element's type is read from (`_element_type`)
+_ISO_UTC = re.compile(r"(\d{4})-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})")
+_INT64_RANGE = range(-(2**63), 2**63)
+
+
+class _NotPlain(Exception):
+    """Raised inside :func:`plain_record` when a loader rule beyond flattening could apply."""
+
+
+def _plain_text(value: str) -> bool:
+    """Text the loader keeps as it is in a one-event column: not padded, not empty, not a null token, and not a
+    number or boolean (coerced)."""
+    if not value or value[0].isspace() or value[-1].isspace():
+        return False
+    low = value.lower()
+    return low not in _MISSING_SET and low not in ("true", "false") and _FLOAT_PY.fullmatch(low) is None
+
+
+def _plain_walk(obj: dict, prefix: str, leaves: dict[str, Any], depth: int = 0) -> None:
+    for key, val in obj.items():
+        kind = type(val)
+        if kind is dict:
+            if val:
+                _plain_walk(val, f"{prefix}{key}.", leaves, depth)
+            continue
+        if val is None:
+            continue  # missing: never in conflict with a value of the same name or below it
+        name = prefix + key
+        if name in leaves:  # flat and nested (or in JSON text): kept once when the same, else for the loader
+            seen = leaves[name]
+            if type(seen) is kind and seen == val:
+                continue
+            raise _NotPlain
+        if not prefix and "_" in key and ocsf_dotted_name(key) != key:
+            raise _NotPlain  # renamed to an OCSF path (and possibly merged with a nested value)
+        if kind is str:
+            opener = val.lstrip()[:1]
+            if opener in ("{", "["):  # JSON as text: an object is expanded into its columns, an array summarised
+                if depth >= 4:
+                    raise _NotPlain  # nested deeper than the loader expands
+                try:
+                    val = json.loads(val)
+                except (ValueError, RecursionError):
+                    raise _NotPlain from None  # reported by the loader
+                kind = type(val)
+                if kind is dict and opener == "{":
+                    _plain_walk(val, f"{name}.", leaves, depth + 1)
+                    continue
+                if kind is not list or opener != "[":
+                    raise _NotPlain
+        if kind is str:
+            pass
+        elif kind is int:
+            if val not in _INT64_RANGE:
+                raise _NotPlain
+        elif kind is float:
+            if not math.isfinite(val):
+                raise _NotPlain
+        elif kind is list:
+            # an array of objects whose type keys are text or whole numbers: summarised, as the loader does
+            if not val or any(type(el) is not dict for el in val):
+                raise _NotPlain
+            for el in val:
+                for k in _LIST_TYPE_KEYS:
+                    v = el.get(k)
+                    if v is not None and type(v) is not str and type(v) is not int:
+                        raise _NotPlain
+        elif kind is not bool:
+            raise _NotPlain
+        leaves[name] = val
+
+
+@functools.lru_cache(maxsize=4096)
+def _list_summary(type_keys: tuple) -> tuple[int, str | None]:
+    """``(count, types)`` the loader gives an array of objects, from each element's type keys (cached: arrays of
+    the same length and types summarise alike whatever their other fields)."""
+    elements = [{k: v for k, v in zip(_LIST_TYPE_KEYS, keys) if v is not None} for keys in type_keys]
+    frame = load_events([{"x": elements}]).events
+    count, types = frame["x.count"].iloc[0], frame["x.types"].iloc[0]
+    return int(count), (None if pd.isna(types) else str(types))
+
+
+@functools.lru_cache(maxsize=4096)
+def _loaded_text(name: str, value: str) -> Any:
+    """What the loader makes of one text value of column ``name`` in a one-event table (a number, a boolean, the
+    text, or None for missing), read from the loader itself and cached: account ids and flags sent as text repeat."""
+    column = load_events([{name: value}]).events[name]  # a dotted name is never renamed
+    loaded = column.iloc[0]
+    if pd.isna(loaded):
+        return None
+    if isinstance(loaded, np.generic):
+        loaded = loaded.item()
+    return loaded if type(loaded) in (str, bool, int, float) else None
+
+
+def _plain_time_dt(value: Any) -> bool:
+    """ISO 8601 text the loader parses without a problem (a ``time_dt`` beside a usable ``time``)."""
+    if type(value) is not str:
+        return False
+    m = _ISO_UTC.fullmatch(value)
+    if m is None or not 1700 <= int(m.group(1)) <= 2200:
+        return False
+    try:
+        import datetime
+
+        datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
+def plain_record(event: Any, columns: Iterable[str]) -> dict[str, Any] | None:
+    """The values ``load_events([event], columns=columns)`` gives its one row, when loading this event alone
+    takes nothing but flattening; ``None`` when another rule of the loader could apply (then call
+    :func:`load_events`, which applies and reports it).
+
+    Returns ``{column: value}`` for the requested columns the event has (the others are missing): JSON scalars
+    as sent (text the loader coerces, coerced), ``time`` as ``numpy.datetime64`` milliseconds, an array of objects
+    as its ``.count`` and ``.types``, a JSON object sent as text as its columns. Falls back on: JSON arrays as text,
+    invalid JSON, arrays of
+    scalars and empty arrays, a name given two different values or both a value and an object, an underscore name that maps
+    to an OCSF path, a ``time`` that is no epoch number, a ``time_dt`` that is requested, stands in for ``time``
+    or would not parse.
+
+    Why: a service answering one event at a time pays a fixed cost per table step that dwarfs the event's own
+    work. tests/test_single_event.py checks that this gives exactly what the loader gives.
+    """
+    if type(event) is not dict or not event:
+        return None
+    wanted = columns if isinstance(columns, (set, frozenset)) else set(columns)
+    leaves: dict[str, Any] = {}
+    try:
+        _plain_walk(event, "", leaves)
+    except _NotPlain:
+        return None
+    for name in leaves:  # a name holding a value and, elsewhere in the event, an object
+        cut = name.rfind(".")
+        while cut > 0:
+            if name[:cut] in leaves:
+                return None
+            cut = name.rfind(".", 0, cut)
+    out: dict[str, Any] = {}
+    for name, value in leaves.items():
+        if type(value) is list:
+            derived = (f"{name}.count", f"{name}.types")
+            if derived[0] in leaves or derived[1] in leaves:
+                return None
+            if derived[0] in wanted or derived[1] in wanted:
+                count, types = _list_summary(tuple(tuple(el.get(k) for k in _LIST_TYPE_KEYS) for el in value))
+                out[derived[0]] = count
+                if types is not None:
+                    out[derived[1]] = types
+        elif value is not None and name in wanted:
+            if type(value) is str and not _plain_text(value):
+                value = _loaded_text(name, value)  # coerced as the loader coerces it (a column not read cannot matter)
+                if value is None:
+                    continue
+            out[name] = value
+    time, time_dt = leaves.get("time"), leaves.get("time_dt")
+    if "time_dt" in wanted and time_dt is not None:
+        return None
+    if time is None:
+        if time_dt is not None:
+            return None  # the time comes from time_dt
+    else:
+        if type(time) is not int and type(time) is not float:
+            return None
+        ms, ok, _ = _epoch_ms(np.array([float(time)]))
+        if not ok[0]:
+            return None
+        out.pop("time", None)
+        if "time" in wanted:
+            out["time"] = np.datetime64(int(ms[0]), "ms")
+        if time_dt is not None and not _plain_time_dt(time_dt):
+            return None
+    return out

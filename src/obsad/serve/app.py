@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .metrics import ServeMetrics
 from .models import ModelLoadError, ModelSlot, ServedModel, ServingState, load_served_model, measure_recall
 from .scoring import (RequestError, load_batch, parse_json, parse_score_request, parse_similar_request,
-                      resolve_views, results_json, score_frame, similar_json)
+                      resolve_views, results_json, score_frame, score_single, similar_json, single_result_json)
 from .shadow import ShadowScorer
 
 log = logging.getLogger("obsad.serve")
@@ -132,8 +132,10 @@ def _as_state(model, shadow) -> tuple[ServingState, Path | None, Path | None]:
         if isinstance(obj, (str, os.PathLike)):
             return load_served_model(obj), Path(obj)
         if hasattr(obj, "score") and hasattr(obj, "similar_events"):  # an in-memory FittedPipeline
-            return ServedModel(pipeline=obj, version="in-memory", manifest={}, similar=measure_recall(obj),
-                               loaded_at=time.time()), None
+            built = ServedModel(pipeline=obj, version="in-memory", manifest={}, similar=measure_recall(obj),
+                                loaded_at=time.time())
+            built.single  # noqa: B018 - the one-event scorer, built before the first request
+            return built, None
         raise TypeError(f"expected a model package path, a FittedPipeline or a ServedModel, got {type(obj).__name__}")
 
     champion, model_dir = served(model)
@@ -188,6 +190,14 @@ def create_app(model, *, shadow=None, shadow_log: str | os.PathLike | None = Non
         return error_response(500, "internal error", type(exc).__name__)
 
     def score_request(serving: ServingState, req) -> tuple[int, dict]:
+        single = score_single(serving.champion, req)  # one event on the event view: no table machinery
+        if single is not None:
+            metrics.events_scored.inc()
+            metrics.anomalies.inc(int(single["is_anomaly"]))
+            if shadow_scorer is not None:
+                shadow_scorer.submit_one(serving, req.events[0], single)
+            return 200, {"model_version": serving.champion.version, "views": "event", "n_scored": 1,
+                         "n_errors": 0, "results": [single_result_json(single)]}
         champion = serving.champion.pipeline
         columns = list(champion.input_columns)
         if serving.challenger is not None:

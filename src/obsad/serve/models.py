@@ -9,6 +9,7 @@ Model paths are fixed when the service starts; nothing here takes a path from a 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -75,6 +76,13 @@ class ServedModel:
     @property
     def name(self) -> str:
         return self.version
+
+    @functools.cached_property
+    def single(self):
+        """The one-event scorer (:class:`obsad.single_event.SingleEventScorer`), built once."""
+        from ..single_event import SingleEventScorer
+
+        return SingleEventScorer(self.pipeline)
 
     def describe(self) -> dict:
         p = self.pipeline
@@ -188,8 +196,14 @@ def load_served_model(directory: str | Path) -> ServedModel:
     warm_up(pipeline, root)
     similar = measure_recall(pipeline)
     version = hashlib.sha256(before).hexdigest()[:16]
-    return ServedModel(pipeline=pipeline, version=version, manifest=manifest, similar=similar,
-                       loaded_at=time.time())
+    served = ServedModel(pipeline=pipeline, version=version, manifest=manifest, similar=similar,
+                         loaded_at=time.time())
+    try:
+        served.single  # noqa: B018 - built before the first request, and refused here if it cannot be
+    except Exception as exc:
+        raise ModelLoadError(f"refusing to serve {root}: the one-event scorer failed ({type(exc).__name__}: "
+                             f"{exc})") from exc
+    return served
 
 
 class ModelSlot:

@@ -208,6 +208,31 @@ def _finite_or_none(values: np.ndarray) -> list:
     return out
 
 
+def result_item(uid, score: float | None, percentile: float | None, is_anomaly, view: str, top: str) -> dict:
+    """One scored event's result (``score``/``percentile`` already JSON-safe: None where not finite)."""
+    item = {"score": score, "percentile": percentile, "is_anomaly": bool(is_anomaly), "view": view,
+            "top_features": top.split(", ") if top else []}
+    if isinstance(uid, str):
+        item["event_uid"] = uid
+    return item
+
+
+def score_single(served, request: ScoreRequest) -> dict | None:
+    """A request holding one event, scored by the event view through the served model's
+    :class:`~obsad.single_event.SingleEventScorer` (the same numbers as :func:`score_frame`, without the table
+    machinery); None when the request or its event needs the general path (the loader's repairs or checks)."""
+    if len(request.events) != 1 or resolve_views(request.views, 1) != "event":
+        return None
+    return served.single.score(request.events[0], n_top=request.n_top, explain=request.explain)
+
+
+def single_result_json(scored: dict) -> dict:
+    """The result slot of an event scored by :func:`score_single`."""
+    score, percentile = _finite_or_none(np.array([scored["score"], scored["percentile"]]))
+    return result_item(scored["event_uid"], score, percentile, scored["is_anomaly"], scored["view"],
+                       scored["top_features"])
+
+
 def results_json(batch: LoadedBatch, scored: pd.DataFrame | None) -> list[dict]:
     """One result per request slot, in request order: the scores, or ``{"error": ...}``."""
     results: list[dict] = [None] * batch.n_requested  # type: ignore[list-item]
@@ -218,11 +243,7 @@ def results_json(batch: LoadedBatch, scored: pd.DataFrame | None) -> list[dict]:
                 batch.slots.tolist(), uids, _finite_or_none(scored["score"].to_numpy()),
                 _finite_or_none(scored["percentile"].to_numpy()), scored["is_anomaly"].tolist(),
                 scored["view"].tolist(), tops):
-            item = {"score": score, "percentile": pct, "is_anomaly": bool(flag), "view": view,
-                    "top_features": top.split(", ") if top else []}
-            if isinstance(uid, str):
-                item["event_uid"] = uid
-            results[slot] = item
+            results[slot] = result_item(uid, score, pct, flag, view, top)
     for slot, message in batch.errors.items():
         results[slot] = {"error": message}
     for slot, notes in batch.warnings.items():

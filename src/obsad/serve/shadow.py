@@ -89,20 +89,63 @@ class ShadowScorer:
         self._pool.submit(self._run, state, batch, champion_scored, views)
         return True
 
+    def submit_one(self, state, event: dict, champion: dict) -> bool:
+        """Queue the challenger's scoring of one event the champion scored on the one-event path (``champion``:
+        what :meth:`obsad.single_event.SingleEventScorer.score` gave)."""
+        with self._lock:
+            if self._pending >= MAX_PENDING:
+                self.metrics.shadow_dropped.inc()
+                return False
+            self._pending += 1
+        self._pool.submit(self._run_one, state, event, champion)
+        return True
+
+    def _run_one(self, state, event: dict, champion: dict) -> None:
+        from .scoring import load_batch, score_frame
+
+        try:
+            challenger = state.challenger
+            scored = challenger.single.score(event, explain="none")
+            if scored is None:  # this event needs the loader's repairs for the challenger's columns
+                columns = list(challenger.pipeline.input_columns)
+                batch = load_batch([event], columns, [c for c in columns if c != "metadata.uid"])
+                if not len(batch.events):
+                    raise ValueError("the challenger reads none of this event's fields")
+                row = score_frame(challenger.pipeline, batch.events, "event", "none", 1).iloc[0]
+                scored = {"score": row["score"], "is_anomaly": row["is_anomaly"], "view": row["view"]}
+
+            def side(model, one: dict) -> dict:
+                return {"version": model.version, "scores": np.array([one["score"]], dtype=np.float64),
+                        "flags": np.array([one["is_anomaly"]], dtype=bool), "views": np.array([str(one["view"])])}
+
+            self._log(side(state.champion, champion), side(challenger, scored), [0], [champion.get("event_uid")],
+                      "event")
+        except Exception:  # a failing challenger must never affect the champion's answers
+            log.exception("shadow scoring failed")
+            self.metrics.shadow_dropped.inc()
+        finally:
+            with self._lock:
+                self._pending -= 1
+
+    def _log(self, champ: dict, chall: dict, slots: list, uids: list, views: str) -> None:
+        self.metrics.shadow_events.inc(len(chall["scores"]))
+        self.metrics.shadow_anomalies.inc(int(chall["flags"].sum()))
+        self.metrics.shadow_disagreements.inc(int((champ["flags"] != chall["flags"]).sum()))
+        if self.log is not None:
+            now = _dt.datetime.now(_dt.timezone.utc)
+            written = self.log.append(self._records(slots, uids, champ, chall, views, now), now)
+            self.metrics.shadow_records.inc(written)
+
     def _run(self, state, batch, champion_scored, views: str) -> None:
         from .scoring import score_frame
 
         try:
             challenger = state.challenger
             scored = score_frame(challenger.pipeline, batch.events, views, "none", 1)  # scores only
-            champ, chall = _side(state.champion, champion_scored), _side(challenger, scored)
-            self.metrics.shadow_events.inc(len(scored))
-            self.metrics.shadow_anomalies.inc(int(chall["flags"].sum()))
-            self.metrics.shadow_disagreements.inc(int((champ["flags"] != chall["flags"]).sum()))
-            if self.log is not None:
-                now = _dt.datetime.now(_dt.timezone.utc)
-                written = self.log.append(self._records(batch, champ, chall, views, now), now)
-                self.metrics.shadow_records.inc(written)
+            uids = (batch.events["metadata.uid"].tolist() if "metadata.uid" in batch.events.columns
+                    else [None] * len(batch.events))
+            self._log(_side(state.champion, champion_scored), _side(challenger, scored), batch.slots.tolist(), uids,
+                      views)
         except Exception:  # a failing challenger must never affect the champion's answers
             log.exception("shadow scoring failed")
             self.metrics.shadow_dropped.inc(len(batch.events))
@@ -111,13 +154,11 @@ class ShadowScorer:
                 self._pending -= 1
 
     @staticmethod
-    def _records(batch, champ: dict, chall: dict, views: str, now: _dt.datetime) -> list[dict]:
+    def _records(slots: list, uids: list, champ: dict, chall: dict, views: str, now: _dt.datetime) -> list[dict]:
         request_id = uuid.uuid4().hex
         stamp = now.isoformat(timespec="milliseconds")
-        uids = (batch.events["metadata.uid"].tolist() if "metadata.uid" in batch.events.columns
-                else [None] * len(batch.events))
         out = []
-        for i, (slot, uid) in enumerate(zip(batch.slots.tolist(), uids)):
+        for i, (slot, uid) in enumerate(zip(slots, uids)):
             out.append({
                 "time": stamp, "request_id": request_id, "slot": slot,
                 "event_uid": uid if isinstance(uid, str) else None, "views": views,
