@@ -54,7 +54,9 @@ def _general(pipeline, event):
 def test_plain_records_encode_exactly_as_the_loaded_table(fitted):
     pipeline, inputs = fitted
     columns = pipeline.input_columns
-    encoders = {"memo": RecordEncoder(pipeline.encoder), "tiny memo": RecordEncoder(pipeline.encoder, memo_size=2)}
+    encoders = {"memo": RecordEncoder(pipeline.encoder), "tiny memo": RecordEncoder(pipeline.encoder, memo_size=2),
+                "prewarmed": RecordEncoder(pipeline.encoder)}
+    assert encoders["prewarmed"].prewarm(pipeline.reference) > 100  # the reference's values, encoded as columns
     accepted = {}
     for name, events in inputs.items():
         accepted[name] = 0

@@ -28,6 +28,8 @@ class SingleEventScorer:
         self.pipeline = pipeline
         self.columns = frozenset(pipeline.input_columns)
         self.encoder = RecordEncoder(pipeline.encoder)
+        if pipeline.reference is not None:  # the values training saw, remembered before the first event
+            self.encoder.prewarm(pipeline.reference)
         self._no_window = [np.full(1, -np.inf)] if pipeline.window is not None else []
 
     def score(self, event: Any, *, n_top: int = 3, explain: str = "flagged") -> dict[str, Any] | None:

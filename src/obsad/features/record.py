@@ -29,6 +29,10 @@ from .encoder import (_TRANSFORM, EncodedFeatures, FeatureEncoder, _int_code_tab
 
 #: Values remembered per column; a column that outgrows it (one value per event) starts afresh.
 MEMO_SIZE = 4096
+#: Roles whose outputs are remembered per value (numbers and times are computed: they rarely repeat).
+_MEMO_ROLES = (R.CATEGORICAL, R.HIGH_CARDINALITY, R.IP, R.TEXT)
+#: The loader's column dtypes whose values are one Python type, as :func:`plain_record` gives them.
+_PYTHON_TYPE = {"str": str, "string": str, "Int64": int, "float64": float, "boolean": bool}
 
 
 def one_value_column(value: Any) -> pd.Series:
@@ -72,6 +76,31 @@ class RecordEncoder:
             i_cat += len(st["categorical"])
         if (i_num, i_cat) != (d_num, d_cat):
             raise RuntimeError("internal error: output widths disagree with the fitted state")
+
+    def prewarm(self, frame: pd.DataFrame) -> int:
+        """Remember the outputs of the values of ``frame`` (a table as :func:`obsad.ocsf.load_events` gives it, e.g.
+        the package's reference events), most frequent first, up to the memo size per column: each column is
+        encoded once, as a column (its outputs depend on each row's own value), so the first events a service sees
+        find their addresses, hosts and categories remembered. Returns the number of values remembered."""
+        n = 0
+        for column, (st, _, _) in self._plans.items():
+            if column not in frame.columns or st["role"] not in _MEMO_ROLES:
+                continue
+            values = frame[column]
+            python_type = _PYTHON_TYPE.get(str(values.dtype))
+            if python_type is None:
+                continue
+            counts = values.value_counts(dropna=True)
+            distinct = counts.index[: self.memo_size]
+            if not len(distinct):
+                continue
+            nums, cats, _ = _TRANSFORM[st["role"]](st, pd.Series(distinct, dtype=values.dtype),
+                                                   self._caches[column], self.clip)
+            memo = self._memo[column]
+            for i, value in enumerate(distinct.tolist()):
+                memo[(python_type, python_type(value))] = ([a[i] for a in nums], [a[i] for a in cats])
+            n += len(distinct)
+        return n
 
     @property
     def columns(self) -> frozenset[str]:
