@@ -2027,7 +2027,7 @@ def plain_record(event: Any, columns: Iterable[str]) -> dict[str, Any] | None:
     leaves: dict[str, Any] = {}
     try:
         _plain_walk(event, "", leaves)
-    except _NotPlain:
+    except (_NotPlain, RecursionError):
         return None
     for name in leaves:  # a name holding a value and, elsewhere in the event, an object
         cut = name.rfind(".")
