@@ -1,7 +1,7 @@
 """Encoding one event at a time, exactly as :meth:`FeatureEncoder.transform` encodes a one-row table.
 
 A service answering single events cannot amortise the table machinery: building a one-row frame and reading
-eighty columns out of it costs milliseconds, while the event's own work is a few dictionary lookups. A
+each of its columns back out costs milliseconds, while the event's own work is a few dictionary lookups. A
 :class:`RecordEncoder` starts from the outputs of an event with every field missing (fixed per model) and
 overwrites the columns the event has:
 
@@ -47,7 +47,7 @@ def one_value_column(value: Any) -> pd.Series:
 
 class RecordEncoder:
     """Encodes flat events (``{column: value}``, as :func:`obsad.ocsf.load.plain_record` gives them) one at a
-    time with a fitted :class:`FeatureEncoder`."""
+    time with a fitted :class:`FeatureEncoder`. Not thread-safe (its memo): one per thread of scoring."""
 
     def __init__(self, encoder: FeatureEncoder, memo_size: int = MEMO_SIZE) -> None:
         encoder._check_fitted()
