@@ -47,7 +47,8 @@ def one_value_column(value: Any) -> pd.Series:
 
 class RecordEncoder:
     """Encodes flat events (``{column: value}``, as :func:`obsad.ocsf.load.plain_record` gives them) one at a
-    time with a fitted :class:`FeatureEncoder`. Not thread-safe (its memo): one per thread of scoring."""
+    time with a fitted :class:`FeatureEncoder`. Threads may share one: its memo is a plain dict (a value may be
+    computed twice, never wrongly)."""
 
     def __init__(self, encoder: FeatureEncoder, memo_size: int = MEMO_SIZE) -> None:
         encoder._check_fitted()
