@@ -21,7 +21,9 @@ same events in one file (the batch's windows are the window view's windows). ``v
 event view alone: the calibrated k-NN score (the combiner's ``z`` of the event view, against the same
 threshold), which is what a single event can be judged on without a buffer of its neighbours in time.
 ``views="auto"`` (the default) takes ``event`` for a request holding one event and ``all`` for a batch, so a
-stream of single events is never judged on a "window" of one event, and a batch answers as ``obsad score``.
+stream of single events is never judged on a "window" of one event, and a batch answers as ``obsad score``. A lone
+event on the event view is scored without building a table (:class:`obsad.single_event.SingleEventScorer`: the
+same numbers, a fraction of the time) unless it needs the loader's repairs.
 
 **Security.** Loopback only unless ``--allow-remote``; with ``--api-key-file`` (or ``$OBSAD_API_KEY``) every
 ``/v1/*`` call needs ``Authorization: Bearer <key>`` (constant-time compare) and reload is only possible with a
