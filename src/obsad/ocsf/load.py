@@ -1944,9 +1944,7 @@ def _plain_walk(obj: dict, prefix: str, leaves: dict[str, Any], depth: int = 0) 
                     continue
                 if kind is not list or opener != "[":
                     raise _NotPlain
-        if kind is str:
-            pass
-        elif kind is int:
+        if kind is int:
             if val not in _INT64_RANGE:
                 raise _NotPlain
         elif kind is float:
@@ -1961,7 +1959,7 @@ def _plain_walk(obj: dict, prefix: str, leaves: dict[str, Any], depth: int = 0) 
                     v = el.get(k)
                     if v is not None and type(v) is not str and type(v) is not int:
                         raise _NotPlain
-        elif kind is not bool:
+        elif kind is not bool and kind is not str:
             raise _NotPlain
         leaves[name] = val
 
