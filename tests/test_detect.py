@@ -210,3 +210,4 @@ def test_knn_rebuilt_from_reference_scores_like_the_fitted_one():
     np.testing.assert_array_equal(rebuilt.predict(test), fitted.predict(test))
     with pytest.raises(ValueError, match="more than k"):
         KNNDetector.from_reference(train[:3], fitted.train_scores_, 0.1, k=5)
+

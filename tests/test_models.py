@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ from obsad.models import (
     load_model,
     save_model,
 )
+from obsad.models.frozen import FrozenTabularResNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -302,3 +304,41 @@ def test_load_model_rebuilds_a_log_model_in_a_fresh_process(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "NextTokenTransformer"
+
+
+@pytest.mark.parametrize("kw, n_num, cards", [
+    ({}, N_NUM, CARDS),
+    ({"activation": "gelu"}, N_NUM, CARDS),
+    ({"mask_token": True}, N_NUM, CARDS),
+    ({"n_blocks": 0}, N_NUM, CARDS),
+    ({}, 0, CARDS),  # categorical only
+    ({}, N_NUM, []),  # numeric only
+])
+def test_frozen_numpy_network_computes_what_embed_computes(kw, n_num, cards):
+    torch.manual_seed(1)
+    model = TabularResNet(n_num, cards, d_model=16, n_blocks=kw.pop("n_blocks", 2), d_hidden=32, **kw)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    num, cat = batch(200, cards=cards, n_num=n_num) if cards else (torch.randn(200, n_num), torch.zeros(200, 0).long())
+    frozen = FrozenTabularResNet(model)
+    want = model.embed(num, cat).numpy()
+    got = frozen.embed(num.numpy(), cat.numpy())
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    one = np.concatenate([frozen.embed(num.numpy()[i:i + 1], cat.numpy()[i:i + 1]) for i in range(200)])
+    np.testing.assert_allclose(one, want, rtol=0, atol=1e-5)  # one event at a time: what a service sends it
+    # the weights were copied: training further does not change the frozen network
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    np.testing.assert_array_equal(frozen.embed(num.numpy(), cat.numpy()), got)
+    with pytest.raises(ValueError, match="numeric must be"):
+        frozen.embed(np.zeros((2, n_num + 1)), cat.numpy()[:2])
+    if cards:
+        bad = cat.numpy().copy()
+        bad[3, 1] = cards[1] + 4
+        with pytest.raises(ValueError, match="out of range for field 1"):
+            frozen.embed(num.numpy(), bad)
+        bad[3, 1] = -1
+        with pytest.raises(ValueError, match="out of range"):
+            frozen.embed(num.numpy(), bad)

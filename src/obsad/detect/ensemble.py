@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
 
-from .base import BaseDetector
+from .base import BaseDetector, require_fitted
 
 
 class RankEnsemble(BaseDetector):
@@ -66,7 +65,7 @@ class RankEnsemble(BaseDetector):
 
     def member_ranks(self, Xs) -> np.ndarray:
         """Per-member percentile ranks ``[n, n_detectors]`` (0..1): which member finds an event unusual."""
-        check_is_fitted(self, "detectors_")
+        require_fitted(self, "detectors_")
         inputs = self._inputs(Xs)
         return np.stack([d.percentile_of(d.score_samples(X)) / 100.0 for d, X in zip(self.detectors_, inputs)], 1)
 
@@ -104,12 +103,12 @@ class MaxZCombiner(BaseDetector):
 
     def member_z(self, scores) -> np.ndarray:
         """Calibrated score of every member ``[n, n_members]``; ``argmax`` says which view flagged an event."""
-        check_is_fitted(self, "median_")
+        require_fitted(self, "median_")
         return self._z(scores)
 
     def to_state(self) -> dict:
         """The fitted combiner as a JSON-able dict."""
-        check_is_fitted(self, "median_")
+        require_fitted(self, "median_")
         return {"threshold_percentile": float(self.threshold_percentile), "median_": self.median_.tolist(),
                 "scale_": self.scale_.tolist(), "threshold_": float(self.threshold_),
                 "train_scores_": self.train_scores_.tolist()}

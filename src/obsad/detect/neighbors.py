@@ -16,9 +16,8 @@ import math
 import faiss
 import numpy as np
 from sklearn.neighbors import LocalOutlierFactor
-from sklearn.utils.validation import check_is_fitted
 
-from .base import BaseDetector, as_float32
+from .base import BaseDetector, as_float32, require_fitted
 
 METRICS = ("cosine", "l2")
 
@@ -111,7 +110,7 @@ class KNNDetector(BaseDetector):
 
     def index_bytes(self) -> np.ndarray:
         """The FAISS index in FAISS' own binary format, as a ``uint8`` array (no pickle; store it with a checksum)."""
-        check_is_fitted(self, "index_")
+        require_fitted(self, "index_")
         return np.asarray(faiss.serialize_index(self.index_), dtype=np.uint8)
 
     @classmethod
@@ -199,7 +198,7 @@ class KNNDetector(BaseDetector):
 
     def score_and_neighbors(self, X) -> tuple[np.ndarray, np.ndarray]:
         """``score_samples(X)`` and the rows of the ``k`` nearest reference events, from one search."""
-        check_is_fitted(self, "index_")
+        require_fitted(self, "index_")
         dist, idx = self._search(self._prepare(X), self.k)
         rows = np.where(idx >= 0, self.reference_rows_[np.maximum(idx, 0)], -1)
         return self._mean(dist), rows
@@ -210,7 +209,7 @@ class KNNDetector(BaseDetector):
         Indices are rows of the training ``X`` given to ``fit`` (-1 where FAISS found fewer than ``k``);
         a training event queried here finds itself first.
         """
-        check_is_fitted(self, "index_")
+        require_fitted(self, "index_")
         dist, idx = self._search(self._prepare(X), int(k or self.k))
         rows = np.where(idx >= 0, self.reference_rows_[np.maximum(idx, 0)], -1)
         return dist, rows

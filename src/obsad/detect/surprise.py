@@ -12,9 +12,8 @@ surprising as the 1 % most surprising training values of that column". The event
 from __future__ import annotations
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
 
-from .base import BaseDetector
+from .base import BaseDetector, require_fitted
 
 
 def _column_groups(features) -> tuple[list[str], list[list[int]]]:
@@ -63,7 +62,7 @@ class FieldSurpriseDetector(BaseDetector):
 
     def column_z(self, features) -> np.ndarray:
         """Per-column surprise on the training scale ``[n, n_columns]`` (1 = a training 99th percentile)."""
-        check_is_fitted(self, "scale_")
+        require_fitted(self, "scale_")
         return (self.column_surprise(features) - self.median_) / self.scale_
 
     def event_score(self, z: np.ndarray) -> np.ndarray:

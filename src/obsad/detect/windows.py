@@ -58,11 +58,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
-from sklearn.utils.validation import check_is_fitted
 
 from ..features import values as V
 from ..features.text import template_array
-from .base import BaseDetector, max_by_group
+from .base import BaseDetector, max_by_group, require_fitted
 
 STATISTICS = ("embedding_shift", "field_shift", "rate", "drift")
 _MEMORY = ("n", "s1", "s2", "lc_sum", "n_win", "g_lc", "typical_bucket", "train_keys", "train_counts")
@@ -682,7 +681,7 @@ class EntityWindowDetector(BaseDetector):
     def assign(self, events: pd.DataFrame) -> list[_Windows]:
         """The windows of every view for ``events`` (what needs only their values and times). Pass the result
         to :meth:`view_scores` as ``assigned``: a caller can compute it while the vectors are being computed."""
-        check_is_fitted(self, "views_")
+        require_fitted(self, "views_")
         if not isinstance(events, pd.DataFrame):
             raise TypeError(f"events must be a DataFrame, got {type(events).__name__}")
         ms = self._times(events)
@@ -694,7 +693,7 @@ class EntityWindowDetector(BaseDetector):
     def view_scores(self, X, assigned: list[_Windows] | None = None) -> tuple[np.ndarray, list[_Windows]]:
         """Per-event score of each view ``[n, n_views]`` (``-inf`` where the event has no value) and the windows;
         ``assigned``: :meth:`assign` of the same events, when already computed."""
-        check_is_fitted(self, "views_")
+        require_fitted(self, "views_")
         return self._view_scores(*self._check_input(X), assigned=assigned)
 
     def _view_scores(self, events: pd.DataFrame, vectors: np.ndarray,
@@ -827,7 +826,7 @@ class EntityWindowDetector(BaseDetector):
 
     def to_state(self, prefix: str = "window") -> tuple[dict, dict[str, np.ndarray]]:
         """The fitted detector as a JSON-able dict and named float/int arrays (for a model package)."""
-        check_is_fitted(self, "views_")
+        require_fitted(self, "views_")
         state = {
             "params": {name: getattr(self, name) for name in self._PARAMS},
             "field_names": list(self.field_names),

@@ -6,7 +6,8 @@
 - :class:`ClassificationHead` and :class:`EventClassifier` (encoder + head; the two-stage procedure's model);
 - :class:`EventSequenceEncoder` (a small Transformer over a window of one entity's events) and its pretext
   task :class:`MaskedEventObjective` (reconstruct hidden events);
-- :func:`save_model` / :func:`load_model` — ``config.json`` + ``weights.safetensors``, no pickle.
+- :func:`save_model` / :func:`load_model` — ``config.json`` + ``weights.safetensors``, no pickle;
+- :mod:`obsad.models.frozen` — a trained encoder's inference in numpy, for a service's single events.
 """
 
 from .classifier import ClassificationHead, EventClassifier
