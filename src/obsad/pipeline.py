@@ -82,6 +82,29 @@ def _one_core_spared():
         faiss.omp_set_num_threads(faiss_threads)
 
 
+#: Below this many events the k-NN search runs in one call; above, in equal chunks of at least half this, so that
+#: the core the window view held joins the search as soon as the window view is done (see :func:`_search_beside`).
+SEARCH_CHUNK = 16_384
+
+
+def _search_beside(detector: KNNDetector, z: np.ndarray, window_job, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """``detector.score_and_neighbors(z)`` while the window view computes on another core: in chunks, and each
+    chunk with every core (``threads``) once the window view is done. On 2 cores the window view's statistics
+    end before the search; without this, the search's last third ran on one core beside an idle one."""
+    n = len(z)
+    if window_job is None or n < 2 * SEARCH_CHUNK:
+        return detector.score_and_neighbors(z)
+    bounds = np.linspace(0, n, -(-n // SEARCH_CHUNK) + 1).astype(int)
+    scores, rows = [], []
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        if window_job.done():
+            faiss.omp_set_num_threads(threads)
+        s, r = detector.score_and_neighbors(z[start:stop])
+        scores.append(s)
+        rows.append(r)
+    return np.concatenate(scores), np.concatenate(rows)
+
+
 def _build_detector(state: dict, reference_embeddings: np.ndarray, train_scores_sorted: np.ndarray,
                     index_bytes: np.ndarray | None = None) -> KNNDetector:
     """A fitted :class:`KNNDetector` from stored state, without refitting: the stored FAISS index when there is
@@ -172,6 +195,7 @@ class FittedPipeline:
         det = self.detector
         members, window_scored = [], None
         use_window = self.window is not None and views == "all" and n > 0
+        all_threads = faiss.omp_get_max_threads()
         spare = _one_core_spared() if use_window else nullcontext()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="obsad-window") as background, spare:
             window_job = assign_job = None
@@ -189,7 +213,7 @@ class FittedPipeline:
                     lambda vectors: self.window.view_scores((framed, vectors), assigned=assign_job.result()),
                     self.window_vectors(z, features))
             if n:
-                knn_scores, nbrs = det.score_and_neighbors(z)
+                knn_scores, nbrs = _search_beside(det, z, window_job, all_threads)
             else:
                 knn_scores, nbrs = np.empty(0), np.empty((0, det.k), dtype=np.int64)
             members.append(knn_scores)
