@@ -309,14 +309,15 @@ class TabularResNet(nn.Module):
         if numeric_mask is not None and not self.mask_token:
             raise ValueError("numeric_mask needs a model built with mask_token=True")
         if self.check_inputs and categorical.numel():
-            if categorical.device.type == "cpu" and self.max_ids.device.type == "cpu":
+            max_ids = self.max_ids.to(categorical.device)  # embed checks its input before moving it to the model
+            if categorical.device.type == "cpu":
                 # numpy's reductions: on a few events, a fraction of the cost of torch's dispatch
                 ids = categorical.numpy()
-                out_of_range = bool((ids > self.max_ids.numpy()).any()) or int(ids.min()) < 0
+                out_of_range = bool((ids > max_ids.numpy()).any()) or int(ids.min()) < 0
             else:
-                out_of_range = bool((categorical > self.max_ids).any()) or int(categorical.min()) < 0
+                out_of_range = bool((categorical > max_ids).any()) or int(categorical.min()) < 0
             if out_of_range:
-                bad = (categorical < 0) | (categorical > self.max_ids)
+                bad = (categorical < 0) | (categorical > max_ids)
                 row, col = (int(v) for v in bad.nonzero()[0])
                 raise ValueError(f"categorical id {int(categorical[row, col])} out of range for field {col} "
                                  f"(cardinality {self.cardinalities[col]})")
