@@ -6,10 +6,10 @@ views="event")`` gives, in well under a millisecond instead of several: the even
 to the bit), embedded by the network frozen into numpy (:class:`obsad.models.frozen.FrozenTabularResNet`),
 searched by the detector's own FAISS index and decided by the pipeline's own
 :meth:`~obsad.pipeline.FittedPipeline.decide`. Scores and percentiles equal the general path's up to the float
-rounding of the numpy network (a few 1e-8 on the neighbour distance); flags, views and explanations are the
-same (but for an event within that rounding of the threshold, or of a tie between two neighbours). Why numpy
-for the network: a service idle for a few milliseconds between requests finds its caches cold, and then reading
-torch's dispatch code back costs more than the arithmetic (``python bench/bench_cold_calls.py``).
+rounding of the numpy network (within 2e-6 on the neighbour distance, tests/test_single_event.py); flags, views
+and explanations are the same (but for an event within that rounding of the threshold, or of a tie between two
+neighbours). Why numpy for the network: a service idle for a few milliseconds between requests finds its caches
+cold, and then reading torch's dispatch code back costs more than the arithmetic (``python bench/bench_cold_calls.py``).
 
 An event that needs more of the loader than flattening (JSON text to expand, arrays of scalars, names given
 twice...) gets ``None``: score it the general way, which also reports what it repaired.

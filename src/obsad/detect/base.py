@@ -22,7 +22,7 @@ from sklearn.exceptions import NotFittedError
 
 
 def require_fitted(estimator, attribute: str) -> None:
-    """scikit-learn's ``NotFittedError`` unless ``attribute`` is set: ``require_fitted(estimator, attribute)``
+    """scikit-learn's ``NotFittedError`` unless ``attribute`` is set: ``check_is_fitted(estimator, attribute)``
     without its generic machinery, which costs more than the rest of a service's one-event k-NN search."""
     if not hasattr(estimator, attribute):
         raise NotFittedError(f"This {type(estimator).__name__} instance is not fitted yet. Call 'fit' with "

@@ -3,9 +3,10 @@
 ``FrozenTabularResNet(model).embed(numeric, categorical)`` computes what ``model.embed`` computes (eval mode:
 the input projection folded into the embedding tables, the residual blocks, the output norm), in float32, equal
 up to float rounding (~1e-6). Why a second route: in a service answering one event every few milliseconds,
-each request finds the process's caches cold again, and a one-event forward through torch then costs
-~0.8 ms, most of it torch's dispatch code being read back from memory, one operator after another; the same
-arithmetic in numpy touches far less code (~0.25 ms). Batches stay with torch (one dispatch per operator
+each request finds the process's caches cold again, and a one-event forward through torch then pays for
+torch's dispatch code being read back from memory, one operator after another; the same arithmetic in numpy
+touches far less code, and costs about half as much after a pause (``python bench/bench_cold_calls.py``;
+notebook 09 measures it when the book builds). Batches stay with torch (one dispatch per operator
 for thousands of events, and the GPU when there is one).
 
 The weights are copied when freezing: a model trained further must be frozen again.
@@ -18,7 +19,7 @@ import math
 import numpy as np
 import torch
 
-from .tabular import TabularResNet
+from .tabular import TabularResNet, check_ids_in_range
 
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
@@ -47,7 +48,7 @@ class FrozenTabularResNet:
         with torch.no_grad():
             table, offsets, w_num, bias = model._folded_input()
         self.n_numeric = int(model.n_numeric)
-        self.n_categorical = len(model.cardinalities)
+        self.cardinalities = list(model.cardinalities)
         self.d_model = int(model.d_model)
         self.table = array(table) if table is not None else None
         self.offsets = offsets.detach().cpu().numpy().astype(np.int64) if offsets is not None else None
@@ -71,13 +72,10 @@ class FrozenTabularResNet:
         n = numeric.shape[0] if numeric.ndim == 2 else -1
         if numeric.ndim != 2 or numeric.shape[1] != self.n_numeric:
             raise ValueError(f"numeric must be [n, {self.n_numeric}], got {list(numeric.shape)}")
-        if categorical.shape != (n, self.n_categorical):
-            raise ValueError(f"categorical must be [{n}, {self.n_categorical}], got {list(categorical.shape)}")
-        if self.check_inputs and categorical.size and (bool((categorical > self.max_ids).any())
-                                                       or int(categorical.min()) < 0):
-            row, col = (int(v[0]) for v in np.nonzero((categorical < 0) | (categorical > self.max_ids)))
-            raise ValueError(f"categorical id {int(categorical[row, col])} out of range for field {col} "
-                             f"(largest id {int(self.max_ids[col])})")
+        if categorical.shape != (n, len(self.cardinalities)):
+            raise ValueError(f"categorical must be [{n}, {len(self.cardinalities)}], got {list(categorical.shape)}")
+        if self.check_inputs:
+            check_ids_in_range(categorical, self.max_ids, self.cardinalities)
         x = np.broadcast_to(self.bias, (n, self.d_model))
         if self.table is not None:
             x = x + self.table[categorical + self.offsets].sum(axis=1)

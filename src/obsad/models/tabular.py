@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -97,6 +98,15 @@ def register_model(cls: type) -> type:
     """Make ``cls`` (a module with ``to_config()`` / ``from_config()``) loadable by :func:`load_model`."""
     _REGISTRY[cls.__name__] = cls
     return cls
+
+
+def check_ids_in_range(ids: np.ndarray, max_ids: np.ndarray, cardinalities: Sequence[int]) -> None:
+    """A ``ValueError`` naming the first categorical id outside ``0 .. max_ids[field]``: an out-of-range id would
+    silently read another field's embedding row. In numpy: on a few events, a fraction of torch's dispatch cost."""
+    if ids.size and (bool((ids > max_ids).any()) or int(ids.min()) < 0):
+        row, col = (int(v[0]) for v in np.nonzero((ids < 0) | (ids > max_ids)))
+        raise ValueError(f"categorical id {int(ids[row, col])} out of range for field {col} "
+                         f"(cardinality {cardinalities[col]})")
 
 
 # --------------------------------------------------------------------------------------------- building blocks
@@ -311,16 +321,9 @@ class TabularResNet(nn.Module):
         if self.check_inputs and categorical.numel():
             max_ids = self.max_ids.to(categorical.device)  # embed checks its input before moving it to the model
             if categorical.device.type == "cpu":
-                # numpy's reductions: on a few events, a fraction of the cost of torch's dispatch
-                ids = categorical.numpy()
-                out_of_range = bool((ids > max_ids.numpy()).any()) or int(ids.min()) < 0
-            else:
-                out_of_range = bool((categorical > max_ids).any()) or int(categorical.min()) < 0
-            if out_of_range:
-                bad = (categorical < 0) | (categorical > max_ids)
-                row, col = (int(v) for v in bad.nonzero()[0])
-                raise ValueError(f"categorical id {int(categorical[row, col])} out of range for field {col} "
-                                 f"(cardinality {self.cardinalities[col]})")
+                check_ids_in_range(categorical.numpy(), max_ids.numpy(), self.cardinalities)
+            elif bool((categorical > max_ids).any()) or int(categorical.min()) < 0:
+                check_ids_in_range(categorical.cpu().numpy(), max_ids.cpu().numpy(), self.cardinalities)
 
     def forward(self, numeric: Tensor, categorical: Tensor, numeric_mask: Tensor | None = None) -> Tensor:
         """Representation ``[n, d_model]``; ``numeric_mask`` (bool ``[n, d_num]``) marks masked numeric inputs."""
