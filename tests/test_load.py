@@ -417,6 +417,35 @@ def test_columns_argument(tmp_path):
     assert list(events.columns) == ["src_endpoint.ip"] and events.iloc[0, 0] == "1.1.1.1"
 
 
+def test_records_read_only_where_the_requested_columns_come_from():
+    """Records loaded with ``columns`` are walked only where those columns can come from (their objects, the
+    JSON strings and arrays that expand to them, underscore spellings): the same table as loading every field and
+    keeping those columns, and the same problems in those columns."""
+    from messy_events import messy  # tests/ is on the import path (pytest's rootdir insertion)
+    from obsad.ocsf import simulate
+    from obsad.ocsf.nested import to_nested
+
+    sim = simulate(n_events=5000, days=1, seed=5).events.iloc[::8].reset_index(drop=True)
+    nested = json.loads(json.dumps(to_nested(sim), default=str))
+    records = messy(nested, seed=11, p=0.08)
+    records += [{"unmapped": json.dumps({"k": i, "z": "q"}), "src_endpoint_ip": f"1.1.1.{i}"} for i in range(5)]
+    everything, full_report = load_events(records)
+    columns = [c for c in everything.columns if c.startswith(("src_endpoint.", "actor.", "unmapped.", "answers."))]
+    columns += ["time", "metadata.uid", "class_uid", "not.there"]
+    assert len(columns) > 8
+    pruned, report = load_events(records, columns=columns)
+    present = sorted(set(columns) - {"not.there"})
+    pd.testing.assert_frame_equal(pruned[present], everything[present])  # values and dtypes
+    assert pruned["not.there"].isna().all()
+    # the problems found: every one is one of the full load's, and none in a requested column is missed
+    as_rows = lambda problems: set(problems.astype(str).itertuples(index=False, name=None))  # noqa: E731
+    found, all_found = as_rows(report.problems), as_rows(full_report.problems)
+    assert found <= all_found
+    assert as_rows(full_report.problems[full_report.problems["field"].isin(columns)]) <= found
+    assert len(found) < len(all_found)  # the other columns' problems are not looked for
+    assert report.n_loaded == full_report.n_loaded == len(pruned)
+
+
 def test_several_classes_union_of_columns_and_deterministic_order(tmp_path):
     rows = []
     for i in range(30):

@@ -27,7 +27,7 @@ column and the two numeric fields whose window mean moved most.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +103,33 @@ def _search_beside(detector: KNNDetector, z: np.ndarray, window_job, threads: in
         scores.append(s)
         rows.append(r)
     return np.concatenate(scores), np.concatenate(rows)
+
+
+#: Below this many events the window view computes on the calling thread, after the encoder, not beside it: its
+#: Python-heavy work and the encoder's then take turns at the GIL, and each of the encoder's (and FAISS') many short
+#: C calls waits up to the interpreter's switch interval to get it back, which costs more than the overlap saves
+#: (1,000 events: ~55 ms in turn against ~70 ms side by side; the overlap pays from a few thousand events on).
+BESIDE_MIN_EVENTS = 4096
+
+
+class _InTurn:
+    """An executor that runs each job at once, on the calling thread (the small-batch stand-in for the window
+    view's background thread; see :data:`BESIDE_MIN_EVENTS`)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    @staticmethod
+    def submit(fn, *args) -> Future:
+        done: Future = Future()
+        try:
+            done.set_result(fn(*args))
+        except BaseException as exc:  # re-raised by .result(), where the background job's would be
+            done.set_exception(exc)
+        return done
 
 
 def _build_detector(state: dict, reference_embeddings: np.ndarray, train_scores_sorted: np.ndarray,
@@ -196,15 +223,17 @@ class FittedPipeline:
         members, window_scored = [], None
         use_window = self.window is not None and views == "all" and n > 0
         all_threads = faiss.omp_get_max_threads()
-        spare = _one_core_spared() if use_window else nullcontext()
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="obsad-window") as background, spare:
+        beside = use_window and n >= BESIDE_MIN_EVENTS
+        spare = _one_core_spared() if beside else nullcontext()
+        runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="obsad-window") if beside else _InTurn()
+        with runner as background, spare:
             window_job = assign_job = None
             if use_window:
                 framed = events
                 if self.window.time_column_ not in events.columns:
                     framed = events.assign(**{self.window.time_column_: pd.Series(np.nan, index=events.index)})
-                # the window view runs on one core beside the rest: its windows (values and times only) while
-                # the events are encoded and embedded, its statistics while FAISS searches the neighbours
+                # on a large batch the window view runs on one core beside the rest: its windows (values and
+                # times only) while the events are encoded and embedded, its statistics while FAISS searches
                 assign_job = background.submit(self.window.assign, framed)
             features = self.encoder.transform(events)
             z = self.embed(features)

@@ -574,6 +574,65 @@ def _walk_nested(obj: dict, prefix: str, row: int, nested: dict) -> None:
             entry[1].append(val)
 
 
+class _Wanted:
+    """Which leaves of a record can contribute to the requested output ``columns`` (the rule of
+    :func:`_parquet_columns`, applied while walking): a path that is a requested name, lies under one (a
+    requested JSON-string or array column), or leads to one (an object, a JSON string or an array that expands
+    to it); top-level names also under their dotted OCSF spelling. The rest is not walked: on a wide record,
+    most of the loading time went into columns nobody asked for."""
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        wanted = set(columns)
+        if "time" in wanted:
+            wanted.add("time_dt")
+        self.names = frozenset(wanted)
+        self.leading = frozenset(w[:i] for w in wanted for i, ch in enumerate(w) if ch == ".")
+
+    def top(self, key: str) -> tuple[bool, bool]:
+        """(keep or descend, already under a requested name) for a top-level key."""
+        for cand in (key, ocsf_dotted_name(key)):
+            if cand in self.names:
+                return True, True
+            if cand in self.leading:
+                return True, False
+        return False, False
+
+
+def _walk_wanted(obj: dict, row: int, flat: dict, nested: dict, wanted: _Wanted) -> None:
+    """:func:`_walk` of the leaves ``wanted`` keeps."""
+    for key, val in obj.items():
+        keep, under = wanted.top(key)
+        if not keep:
+            continue
+        if type(val) is dict:
+            if val:
+                _walk_nested_wanted(val, f"{key}.", row, nested, wanted, under)
+        else:
+            entry = flat.get(key)
+            if entry is None:
+                entry = flat[key] = ([], [])
+            entry[0].append(row)
+            entry[1].append(val)
+
+
+def _walk_nested_wanted(obj: dict, prefix: str, row: int, nested: dict, wanted: _Wanted, under: bool) -> None:
+    names, leading = wanted.names, wanted.leading
+    for key, val in obj.items():
+        name = prefix + key
+        below = under or name in names
+        if not below and name not in leading:
+            continue
+        if type(val) is dict:
+            if val:
+                _walk_nested_wanted(val, f"{name}.", row, nested, wanted, below)
+        else:
+            entry = nested.get(name)
+            if entry is None:
+                entry = nested[name] = ([], [])
+            entry[0].append(row)
+            entry[1].append(val)
+
+
 # ------------------------------------------------------------------------------------------- the readers
 def _store_to_series(store: dict[str, tuple[list[int], list[Any]]], n: int) -> dict[str, pd.Series]:
     """A sparse column store (name -> (rows, values)) -> Series of length n with inferred dtypes."""
@@ -598,8 +657,11 @@ class _Part:
         return len(self.pos)
 
 
-def _records_part(objs: Iterable[tuple[int, Any]], parse_problems: list[tuple[int, str, str]]) -> _Part:
-    """(position, decoded JSON value) pairs -> part; non-objects and empty objects are reported."""
+def _records_part(objs: Iterable[tuple[int, Any]], parse_problems: list[tuple[int, str, str]],
+                  columns: Sequence[str] | None = None) -> _Part:
+    """(position, decoded JSON value) pairs -> part; non-objects and empty objects are reported. ``columns``:
+    only the leaves that can make these output columns are taken (see :class:`_Wanted`)."""
+    wanted = _Wanted(columns) if columns is not None else None
     flat: dict[str, tuple[list[int], list[Any]]] = {}
     nested: dict[str, tuple[list[int], list[Any]]] = {}
     positions: list[int] = []
@@ -615,7 +677,10 @@ def _records_part(objs: Iterable[tuple[int, Any]], parse_problems: list[tuple[in
         if not obj:
             parse_problems.append((position, "empty_object", "an empty JSON object {}"))
             continue
-        _walk(obj, "", row, flat, nested)
+        if wanted is None:
+            _walk(obj, "", row, flat, nested)
+        else:
+            _walk_wanted(obj, row, flat, nested, wanted)
         positions.append(position)
         row += 1
     return _Part(np.asarray(positions, dtype=np.int64), _store_to_series(flat, row), _store_to_series(nested, row))
@@ -936,7 +1001,7 @@ def _read(source: Any, columns: Sequence[str] | None) -> tuple[_Builder, str, st
     if isinstance(source, pd.DataFrame):
         return _frame_to_builder(source), "DataFrame", "DataFrame", "row", len(source), problems
     if isinstance(source, (list, tuple)):
-        b = _combine([_records_part(enumerate(source), problems)])
+        b = _combine([_records_part(enumerate(source), problems, columns)])
         return b, "list of records", "records", "element", len(source), problems
     if not isinstance(source, (str, os.PathLike)):
         raise OCSFLoadError(f"Cannot load a {type(source).__name__}. {_FORMATS_HINT}.")
@@ -984,7 +1049,7 @@ def _read(source: Any, columns: Sequence[str] | None) -> tuple[_Builder, str, st
             ) from None
         if not isinstance(doc, list):
             raise OCSFLoadError(f"{path} is JSON but not an array of events. {_FORMATS_HINT}.")
-        b = _combine([_records_part(enumerate(doc), problems)])
+        b = _combine([_records_part(enumerate(doc), problems, columns)])
         return b, str(path), "JSON array", "element", len(doc), problems
     first_line = data.lstrip().split(b"\n", 1)[0].strip()
     if first_line[:1] == b"{" and first_line[-1:] != b"}":

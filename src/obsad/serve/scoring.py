@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 import pandas as pd
 
 VIEWS = ("auto", "all", "event")
@@ -48,6 +49,10 @@ def parse_json(raw: bytes):
     """The decoded body; 400 with the parser's message (position included) when it is not JSON."""
     if not raw:
         raise RequestError(400, "empty body", "send a JSON object, e.g. {\"events\": [{...}]}")
+    try:
+        return orjson.loads(raw)  # strict JSON, twice as fast as json on a batch of events
+    except orjson.JSONDecodeError:
+        pass  # json says what is wrong (line, column), and reads what orjson refuses: NaN, integers past 64 bits
     try:
         return json.loads(raw)
     except UnicodeDecodeError as exc:
