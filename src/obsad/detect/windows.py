@@ -84,6 +84,7 @@ class WindowView:
     inv_sd: np.ndarray | None = None  # [E + 1, d] float32 1 / sqrt(var), cached for scoring
     mean32: np.ndarray | None = None  # [E + 1, d] float32 mean, cached for scoring
     entity_ids: dict | None = None  # {entity: baseline row}, cached for scoring (unique entities only)
+    key_memo: tuple | None = None  # (dtype, {raw value: (key, baseline row)}), cached for scoring (_memo_keys)
     memory: dict | None = None  # the training sums and windows, to leave a training window out of its baseline
 
 
@@ -177,20 +178,53 @@ def _factorize(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     storage: ``Series.factorize``, minus the pandas wrappers around Arrow's dictionary encoding for text."""
     dtype = series.dtype
     if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow" and len(series):
-        encoded = pc.dictionary_encode(series.array.__arrow_array__()).combine_chunks()
-        codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.intp, copy=False)
-        return codes, np.asarray(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=object)
+        return _factorize_arrow(series.array.__arrow_array__())
     codes, uniques = series.factorize(use_na_sentinel=True)
     return codes, np.asarray(uniques.astype(object), dtype=object)
 
 
-def _as_keys(series: pd.Series, template_masks: list[str] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows with a value, their entity code, and the entity key (str) of each code: integers without ``.0``,
-    text as its template. Keys are computed once per distinct value, not per row."""
-    codes, uniques = _factorize(series)
-    rows = np.flatnonzero(codes >= 0)
-    codes = codes[rows] if len(rows) < len(codes) else codes
-    if pd.api.types.is_float_dtype(series.dtype) and len(uniques):
+def _factorize_arrow(arrow) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_factorize` of an Arrow string (chunked) array: Arrow's dictionary encoding."""
+    encoded = pc.dictionary_encode(arrow).combine_chunks()
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.intp, copy=False)
+    return codes, np.asarray(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=object)
+
+
+def _column_values(events: pd.DataFrame, column: str):
+    """A column's array (pandas extension array or numpy), without building a Series (~10 µs a column, ~35
+    columns a call): the frame's own column getter where this pandas has it, else through the Series."""
+    loc = events.columns.get_loc(column)
+    getter = getattr(events, "_get_column_array", None)
+    if isinstance(loc, int) and getter is not None:
+        return getter(loc)
+    return events[column].array  # pragma: no cover - another pandas, or duplicate column names
+
+
+def _factorize_values(values) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_factorize` of a column's array (:func:`_column_values`): Arrow text by dictionary encoding, a
+    nullable integer column by numpy (its valid values in order of appearance: the codes and distinct values the
+    masked array's own ``factorize`` gives, as Python ints, without its ~60 µs of set-up), others as a Series."""
+    dtype = values.dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow" and len(values):
+        arrow = values.__arrow_array__()
+        if arrow.null_count == len(arrow):  # nothing to encode (a column this batch does not have)
+            return np.full(len(arrow), -1, dtype=np.intp), np.empty(0, dtype=object)
+        return _factorize_arrow(arrow)
+    if isinstance(values, pd.arrays.IntegerArray):
+        valid = ~np.asarray(values.isna(), dtype=bool)
+        codes = np.full(len(values), -1, dtype=np.intp)
+        if not valid.any():
+            return codes, np.empty(0, dtype=object)
+        data = values.to_numpy(dtype=np.int64, na_value=0)
+        codes[valid], uniques = pd.factorize(data[valid])
+        return codes, np.asarray(uniques.astype(object), dtype=object)
+    return _factorize(pd.Series(values, copy=False))
+
+
+def _keys_of(uniques: np.ndarray, dtype, template_masks: list[str] | None) -> np.ndarray:
+    """The entity key (str, objects) of each distinct value: integers without ``.0``, text as its template. A
+    value's key depends on that value only (not on the others of the batch)."""
+    if pd.api.types.is_float_dtype(dtype) and len(uniques):
         x = uniques.astype(np.float64)
         whole = np.isfinite(x) & (x == np.round(x)) & (np.abs(x) < 2.0 ** 63)  # an int64 holds it
         keys = np.where(whole, np.round(np.where(whole, x, 0)).astype(np.int64).astype(str), x.astype(str))
@@ -199,9 +233,65 @@ def _as_keys(series: pd.Series, template_masks: list[str] | None) -> tuple[np.nd
     if template_masks is not None and len(keys):
         keys = template_array(pa.array(keys.astype(str), type=pa.string()), template_masks)[0]
         keys = np.asarray(keys.to_numpy(zero_copy_only=False), dtype=object)
-    keys = np.asarray(keys, dtype=object)
+    return np.asarray(keys, dtype=object)
+
+
+def _as_keys(series: pd.Series, template_masks: list[str] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows with a value, their entity code, and the entity key (str) of each code: integers without ``.0``,
+    text as its template. Keys are computed once per distinct value, not per row."""
+    codes, uniques = _factorize(series)
+    rows = np.flatnonzero(codes >= 0)
+    codes = codes[rows] if len(rows) < len(codes) else codes
+    keys = _keys_of(uniques, series.dtype, template_masks)
     merged, distinct = pd.factorize(keys)  # templating can map several values to one key
     return rows, merged[codes].astype(np.int64), np.asarray(distinct, dtype=object)
+
+
+#: Raw values whose key and baseline row a view remembers between calls (:func:`_memo_keys`); past it, the memo
+#: starts afresh from the batch's values, so a service fed ever new values holds at most this many per view.
+_MEMO_SIZE = 8192
+
+
+def _memo_keys(view: WindowView, values) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """:func:`_as_keys` and :func:`_baseline_rows` of a column of a few distinct values, from a memo per view:
+    ``{raw value: (key, baseline row)}``, both fixed by the fitted view (the key of a value depends on that
+    value alone). Templating (Arrow compiles each mask's regex per call) and the baseline lookup then run for
+    values not seen before only. Returns ``(rows, codes, distinct keys, baseline row per key)``; past ``_FEW_KEYS``
+    values, the keys from the same factorisation and no baseline rows (None); None for values of mixed types
+    (object columns), whose equality is not the key's.
+
+    Thread safety: the memo is only read, and replaced whole (one attribute assignment) with a new dict, never
+    changed in place; two threads that miss at once both compute the same entries, and one of the new dicts wins.
+    """
+    dtype = values.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind == "O":  # 1, 1.0 and True are one dict key but three entity keys
+        return None
+    codes, uniques = _factorize_values(values)
+    rows = np.flatnonzero(codes >= 0)
+    codes = codes[rows] if len(rows) < len(codes) else codes
+    if len(uniques) > _FEW_KEYS:  # many values: _as_keys on this factorisation (baseline rows: None, by the caller)
+        merged, distinct = pd.factorize(_keys_of(uniques, dtype, view.template_masks))
+        return rows, merged[codes].astype(np.int64), np.asarray(distinct, dtype=object), None
+    tag = str(dtype)
+    memo = view.key_memo
+    table = memo[1] if memo is not None and memo[0] == tag else {}
+    raw = uniques.tolist()
+    found = [table.get(v) for v in raw]
+    missing = [i for i, f in enumerate(found) if f is None]
+    if missing:
+        keys = _keys_of(uniques[missing], dtype, view.template_masks)
+        new = dict(zip([raw[i] for i in missing], zip(keys.tolist(), _baseline_rows(view, keys).tolist())))
+        for i in missing:
+            found[i] = new[raw[i]]
+        view.key_memo = (tag, {**table, **new} if len(table) + len(new) <= _MEMO_SIZE else new)
+    keys = [f[0] for f in found]
+    known = np.fromiter((f[1] for f in found), dtype=np.int64, count=len(found))
+    if len(set(keys)) == len(keys):  # one key per value: the codes stand
+        return rows, codes.astype(np.int64), np.array(keys, dtype=object), known
+    merged, distinct = pd.factorize(np.array(keys, dtype=object))  # templating can map several values to one key
+    first = np.full(len(distinct), -1, dtype=np.int64)
+    first[merged[::-1]] = np.arange(len(merged))[::-1]
+    return rows, merged[codes].astype(np.int64), np.asarray(distinct, dtype=object), known[first]
 
 
 def distinct_pairs(codes: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -222,22 +312,6 @@ def distinct_pairs(codes: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, n
     number = np.cumsum(present) - 1
     occupied = np.flatnonzero(present)
     return (occupied // n_offsets) * (1 << 32) + occupied % n_offsets, number[cell]
-
-
-def _window_means(assigned: list[_Windows], vectors: np.ndarray) -> list[np.ndarray | None]:
-    """Each view's window means (its events' vectors summed per window, over the window's events) from one sparse
-    product over the windows of all views: the same sums as one product per view (each window's rows are added
-    in ascending order either way), one matrix set-up instead of one per view."""
-    sizes = np.array([len(w.count) for w in assigned], dtype=np.int64)
-    first = np.r_[0, np.cumsum(sizes)]
-    used = [j for j, w in enumerate(assigned) if len(w.rows)]
-    if not used:
-        return [None] * len(assigned)
-    group = np.concatenate([assigned[j].window_of_row + first[j] for j in used])
-    rows = np.concatenate([assigned[j].rows for j in used])
-    sums = _group_sums(group, vectors, int(first[-1]), rows=rows)
-    return [sums[first[j]:first[j + 1]] / np.maximum(w.count, 1.0)[:, None] if len(w.rows) else None
-            for j, w in enumerate(assigned)]
 
 
 def coarser_views(groupings: list[tuple[np.ndarray, np.ndarray]]) -> set[int]:
@@ -344,8 +418,13 @@ class EntityWindowDetector(BaseDetector):
         """Which window each event of the view falls in, and what the windows are (entity, start, size, level):
         everything that needs only the events' values and times, not their vectors (so it can run while the
         vectors are being computed). ``fitting``: no baseline lookup (the baselines do not exist yet)."""
+        known = None
         if view.column in events.columns:
-            rows, codes, distinct = _as_keys(events[view.column], view.template_masks)
+            memo = _memo_keys(view, _column_values(events, view.column)) if _SHORTCUTS and not fitting else None
+            if memo is None:
+                rows, codes, distinct = _as_keys(events[view.column], view.template_masks)
+            else:
+                rows, codes, distinct, known = memo
         else:
             rows, codes, distinct = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, dtype=object)
         timed = ~np.isnan(ms[rows])
@@ -367,7 +446,7 @@ class EntityWindowDetector(BaseDetector):
             return _Windows(rows, window_of_row, np.empty(0, dtype=np.int64), value, start, count,
                             np.empty((0, len(STATISTICS))), bucket_events=bucket_events, pair_ids=pair_ids)
         level = self._level(count, bucket_events, float(view.memory["typical_bucket"][0]))
-        known = _baseline_rows(view, distinct)  # once per distinct key
+        known = _baseline_rows(view, distinct) if known is None else known  # once per distinct key
         entity = known[codes[first_row]] if n_windows else np.empty(0, dtype=np.int64)
         return _Windows(rows, window_of_row, entity, value, start, count, np.empty((0, len(STATISTICS))),
                         bucket_events=bucket_events, pair_ids=pair_ids, level=level)
@@ -392,6 +471,17 @@ class EntityWindowDetector(BaseDetector):
         if mean is None:
             mean = _group_sums(window_of_row, vectors, n_windows, rows=rows) / np.maximum(count, 1.0)[:, None]
         base_mean, base_inv_sd, rate_mean = self._baselines(view, entity, start, count, window_of_row, rows, vectors, level)
+        stats, evidence, credit, drift_credit = self._window_statistics(
+            mean, base_mean, base_inv_sd, rate_mean, count, level, pair_ids >> 32, window_of_row, rows, vectors)
+        return _Windows(rows, window_of_row, entity, w.value, start, count, stats, evidence, credit, w.bucket_events,
+                        pair_ids, level, drift_credit=drift_credit)
+
+    def _window_statistics(self, mean, base_mean, base_inv_sd, rate_mean, count, level, group, window_of_row, rows,
+                           vectors):
+        """The four statistics of windows ``[n_windows, 4]``, the evidence per field, and each event's field and
+        drift credit (None without numeric fields or ``credit_scale``), from the windows' means and baselines;
+        ``group``: each window's entity, windows sorted by it, then by time (the EWMA runs per group)."""
+        n_windows = len(count)
         signed = self._t(mean, base_mean, base_inv_sd, count)
         t = np.abs(signed)
         d_emb = int(self.n_embedding)
@@ -400,7 +490,7 @@ class EntityWindowDetector(BaseDetector):
         if field_t.shape[1]:
             field = field_t.max(axis=1)
             # windows are sorted by entity, then time (pair_ids): an EWMA per entity over its windows
-            trend = self._drift(signed[:, d_emb:], pair_ids >> 32)
+            trend = self._drift(signed[:, d_emb:], group)
             if self.credit_scale is not None:  # a window carries a drift only if it continues it itself
                 trend = np.abs(trend) * np.clip(np.sign(trend) * signed[:, d_emb:] / float(self.credit_scale), 0, 1)
             else:
@@ -418,8 +508,7 @@ class EntityWindowDetector(BaseDetector):
                                         base_inv_sd)
             drift_credit = self._field_credit(signed, drift_column, window_of_row, rows, vectors, base_mean,
                                               base_inv_sd, at_mean=0.5)
-        return _Windows(rows, window_of_row, entity, w.value, start, count, stats, evidence, credit, w.bucket_events,
-                        pair_ids, level, drift_credit=drift_credit)
+        return stats, evidence, credit, drift_credit
 
     def _no_statistics(self, w: _Windows, vectors: np.ndarray) -> _Windows:
         """:meth:`_statistics` of a view without windows: the empty arrays (and dtypes) its arithmetic yields."""
@@ -685,10 +774,9 @@ class EntityWindowDetector(BaseDetector):
         if not isinstance(events, pd.DataFrame):
             raise TypeError(f"events must be a DataFrame, got {type(events).__name__}")
         ms = self._times(events)
-        empty = V.all_missing_columns(events, [v.column for v in self.views_ if v.column in events.columns]) \
-            if _SHORTCUTS else set()
-        return [self._no_windows(view) if view.column in empty else self._assign(view, events, ms)
-                for view in self.views_]
+        # an empty column gives no windows in _assign itself, after a factorisation that costs next to nothing
+        # (Arrow's null count): cheaper than testing every block of the frame first
+        return [self._assign(view, events, ms) for view in self.views_]
 
     def view_scores(self, X, assigned: list[_Windows] | None = None) -> tuple[np.ndarray, list[_Windows]]:
         """Per-event score of each view ``[n, n_views]`` (``-inf`` where the event has no value) and the windows;
@@ -706,12 +794,91 @@ class EntityWindowDetector(BaseDetector):
         windows = []
         if any(len(w.rows) and w.rows[-1] >= len(events) for w in assigned):
             raise ValueError("assigned was computed on other events (row positions beyond these events)")
-        means = _window_means(assigned, vectors) if _SHORTCUTS else [None] * len(assigned)
+        if _SHORTCUTS:
+            return self._view_scores_together(assigned, vectors, out)
         for j, (view, w) in enumerate(zip(self.views_, assigned)):
-            w = self._statistics(view, w, vectors, mean=means[j])
-            if len(w.rows) or not _SHORTCUTS:
-                out[w.rows, j] = self._event_z(view, w).max(axis=1)
+            w = self._statistics(view, w, vectors)
+            out[w.rows, j] = self._event_z(view, w).max(axis=1)
             windows.append(w)
+        return out, windows
+
+    def _scoring_tables(self) -> dict:
+        """Every view's baselines stacked into one table (float32 mean and 1/sd, usual log-rate: one gather for
+        the windows of all views) with each view's first row, and its training windows' keys shifted by that row
+        (``key + first << 32``: ascending across views). Fitted state only: built on first use and kept with
+        the views it was built from (rebuilt when they change); two threads may both build it, one table wins."""
+        cached = getattr(self, "_tables", None)
+        views = self.views_
+        if cached is not None and len(cached["views"]) == len(views) \
+                and all(a is b for a, b in zip(cached["views"], views)):
+            return cached
+        first = np.r_[0, np.cumsum([len(v.mean) for v in views])].astype(np.int64)
+        keys, counts = [], []
+        for j, v in enumerate(views):
+            if v.memory is not None and len(v.memory["train_keys"]):
+                keys.append(np.asarray(v.memory["train_keys"], dtype=np.int64) + (int(first[j]) << 32))
+                counts.append(np.asarray(v.memory["train_counts"]))
+        tables = {"views": list(views), "first": first,
+                  "mean32": np.concatenate([v.mean.astype(np.float32) for v in views]),
+                  "inv_sd": np.concatenate([(1.0 / np.sqrt(v.var)).astype(np.float32) for v in views]),
+                  "rate_mean": np.concatenate([v.rate_mean for v in views]),
+                  "train_keys": np.concatenate(keys) if keys else np.empty(0, dtype=np.int64),
+                  "train_counts": np.concatenate(counts) if counts else np.empty(0, dtype=np.int64)}
+        self._tables = tables
+        return tables
+
+    def _view_scores_together(self, assigned: list[_Windows], vectors: np.ndarray,
+                              out: np.ndarray) -> tuple[np.ndarray, list[_Windows]]:
+        """:meth:`_statistics` and :meth:`_event_z` of all views at once, on their windows end to end (~35 views:
+        one pass of each numpy step instead of one per view; the per-view steps cost ~10 µs each whatever the
+        size). Every step is per window, per event or per entity (the EWMA: entities of different views are
+        different groups), so each view gets exactly what it gets alone; a view whose windows are training
+        windows takes :meth:`_baselines` alone (leave-one-out)."""
+        views = self.views_
+        windows = [self._no_statistics(w, vectors) if not len(w.count) else None for w in assigned]
+        used = [j for j, w in enumerate(assigned) if len(w.count)]
+        if not used:
+            return out, windows
+        tables = self._scoring_tables()
+        parts = [assigned[j] for j in used]
+        n_win = np.array([len(w.count) for w in parts], dtype=np.int64)
+        n_row = np.array([len(w.rows) for w in parts], dtype=np.int64)
+        wfirst, rfirst = np.r_[0, np.cumsum(n_win)], np.r_[0, np.cumsum(n_row)]
+        rows = np.concatenate([w.rows for w in parts])
+        window_of_row = np.concatenate([w.window_of_row + wfirst[k] for k, w in enumerate(parts)])
+        count = np.concatenate([w.count for w in parts])
+        level = np.concatenate([w.level for w in parts])
+        start = np.concatenate([w.start_ms for w in parts])
+        entity = np.concatenate([w.entity + tables["first"][j] for j, w in zip(used, parts)])
+        group = np.concatenate([(w.pair_ids >> 32) + (k << 32) for k, w in enumerate(parts)])  # entity, per view
+        # one sparse product over the windows of all views (each window's rows added in ascending order)
+        mean = _group_sums(window_of_row, vectors, len(count), rows=rows) / np.maximum(count, 1.0)[:, None]
+        base_mean, base_inv_sd = tables["mean32"][entity], tables["inv_sd"][entity]
+        rate_mean = tables["rate_mean"][entity]
+        keys = tables["train_keys"]
+        if len(keys):  # windows that may be training windows (same entity, hour and size): those views alone
+            key = entity * (1 << 32) + np.round(start / self.window_ms_).astype(np.int64)
+            pos = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
+            maybe = (keys[pos] == key) & (tables["train_counts"][pos] == count)
+            for k in np.unique(np.searchsorted(wfirst, np.flatnonzero(maybe), side="right") - 1):
+                w, a, b = parts[k], wfirst[k], wfirst[k + 1]
+                base_mean[a:b], base_inv_sd[a:b], rate_mean[a:b] = self._baselines(
+                    views[used[k]], w.entity, w.start_ms, w.count, w.window_of_row, w.rows, vectors, w.level)
+        stats, evidence, credit, drift_credit = self._window_statistics(
+            mean, base_mean, base_inv_sd, rate_mean, count, level, group, window_of_row, rows, vectors)
+        view_of_window = np.repeat(np.asarray(used, dtype=np.int64), n_win)
+        median = np.stack([views[j].median for j in used])[np.repeat(np.arange(len(used)), n_win)]
+        scale = np.stack([views[j].scale for j in used])[np.repeat(np.arange(len(used)), n_win)]
+        z = ((stats - median) / scale)[window_of_row]  # _event_z, all views at once
+        if credit is not None:
+            z[:, 1] = np.where(z[:, 1] > 0, z[:, 1] * credit, z[:, 1])
+            z[:, 3] = np.where(z[:, 3] > 0, z[:, 3] * drift_credit, z[:, 3])
+        out[rows, view_of_window[window_of_row]] = z.max(axis=1)
+        for k, (j, w) in enumerate(zip(used, parts)):
+            a, b, ra, rb = wfirst[k], wfirst[k + 1], rfirst[k], rfirst[k + 1]
+            windows[j] = _Windows(w.rows, w.window_of_row, w.entity, w.value, w.start_ms, w.count, stats[a:b],
+                                  evidence[a:b], None if credit is None else credit[ra:rb], w.bucket_events,
+                                  w.pair_ids, w.level, drift_credit=None if credit is None else drift_credit[ra:rb])
         return out, windows
 
     @staticmethod
