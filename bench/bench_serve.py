@@ -13,9 +13,9 @@ before the clock starts.
   queueing behind a slow answer counts (no coordinated omission). Target: p50 <= 3 ms, p99 <= 10 ms at 200/s.
 - **Single events, closed loop**: one request at a time: the service time alone.
 - **Batches**: ``--batches`` requests of ``--batch`` events, one after the other. Target: >= 30,000 events/s.
-- **Where the time goes**: the same work in this process, stage by stage (load_events, encoder, embedding,
-  k-NN, window view), for one event and for one batch; and for one event, the one-event path the service takes
-  (:class:`obsad.single_event.SingleEventScorer`: no table, the same scores).
+- **Where the time goes**: the same work in this process, stage by stage (the request body, load_events, encoder,
+  embedding, k-NN, window view), for one event and for one batch; and for one event, the one-event path the
+  service takes (:class:`obsad.single_event.SingleEventScorer`: no table, the same scores).
 """
 
 from __future__ import annotations
@@ -242,6 +242,7 @@ def stages(model: Path, events: list[dict], threads: int) -> None:
 
     from obsad.ocsf import load_events
     from obsad.pipeline import load_pipeline
+    from obsad.serve.scoring import parse_json
     from obsad.single_event import SingleEventScorer
 
     torch.set_num_threads(threads)
@@ -261,7 +262,7 @@ def stages(model: Path, events: list[dict], threads: int) -> None:
         frame, _ = load_events(batch, columns=p.input_columns)
         features = p.encoder.transform(frame)
         z = p.embed(features)
-        parts = {"json.loads": best(lambda: json.loads(body)),
+        parts = {"request body (parse_json)": best(lambda: parse_json(body)),
                  "load_events": best(lambda: load_events(batch, columns=p.input_columns)),
                  "encoder.transform": best(lambda: p.encoder.transform(frame)),
                  "embed": best(lambda: p.embed(features)),
