@@ -587,9 +587,16 @@ class _Wanted:
             wanted.add("time_dt")
         self.names = frozenset(wanted)
         self.leading = frozenset(w[:i] for w in wanted for i, ch in enumerate(w) if ch == ".")
+        self._top: dict[str, tuple[bool, bool]] = {}  # the events of a batch share their top-level keys
 
     def top(self, key: str) -> tuple[bool, bool]:
         """(keep or descend, already under a requested name) for a top-level key."""
+        known = self._top.get(key)
+        if known is None:
+            known = self._top[key] = self._top_of(key)
+        return known
+
+    def _top_of(self, key: str) -> tuple[bool, bool]:
         for cand in (key, ocsf_dotted_name(key)):
             if cand in self.names:
                 return True, True
