@@ -443,3 +443,33 @@ def test_start_up_checks_in_process(packages, tmp_path):
     (two_stage / "config.json").write_text(json.dumps({**cfg, "format": "obsad-two-stage"}))
     with pytest.raises(ModelLoadError, match="not supported by serve yet"):
         load_served_model(two_stage)
+
+
+def test_worker_threads_search_on_the_threads_set_by_the_thread_that_made_them():
+    """OpenMP's thread count is per thread: the service's scoring and shadow workers take the count of the thread
+    that built them (``obsad serve --threads``), where a plain new thread would start from the default."""
+    import threading
+
+    import faiss
+
+    from obsad.runtime import worker_pool
+
+    def in_new_thread() -> int:
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(faiss.omp_get_max_threads()))
+        thread.start()
+        thread.join()
+        return seen[0]
+
+    before = faiss.omp_get_max_threads()
+    default = in_new_thread()
+    try:
+        faiss.omp_set_num_threads(default + 1)
+        pool = worker_pool("obsad-test")
+        try:
+            assert pool.submit(faiss.omp_get_max_threads).result() == default + 1
+        finally:
+            pool.shutdown()
+        assert in_new_thread() == default  # what the pool's thread would have had
+    finally:
+        faiss.omp_set_num_threads(before)

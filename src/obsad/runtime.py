@@ -1,4 +1,4 @@
-"""Where code runs and how reproducibly: device, mixed precision, seeds, the book's scale, timers.
+"""Where code runs and how reproducibly: device, mixed precision, worker threads, seeds, the book's scale, timers.
 
 Everything that depends on the machine goes through here, so a notebook reads the same on a laptop
 (CPU, float32) and on a GPU box (CUDA with bf16 or fp16 autocast).
@@ -10,6 +10,7 @@ import contextlib
 import os
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +66,18 @@ class Device:
     def __str__(self) -> str:
         precision = "float32" if self.autocast_dtype is None else str(self.autocast_dtype).replace("torch.", "")
         return f"{self.name} ({precision})"
+
+
+def worker_pool(name: str) -> ThreadPoolExecutor:
+    """A one-thread pool whose thread searches with FAISS on as many threads as the calling thread does.
+
+    OpenMP's thread count (``faiss.omp_set_num_threads``) is a setting of the thread that makes it: a thread
+    started later begins from the default, every core. ``obsad serve --threads 1`` set it on the main thread,
+    and the batches scored on a worker thread searched on every core anyway."""
+    import faiss
+
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix=name, initializer=faiss.omp_set_num_threads,
+                              initargs=(faiss.omp_get_max_threads(),))
 
 
 def pick_device(prefer: str | None = None) -> Device:

@@ -16,7 +16,6 @@ import hmac
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..runtime import worker_pool
 from .metrics import ServeMetrics
 from .models import ModelLoadError, ModelSlot, ServedModel, ServingState, load_served_model, measure_recall
 from .scoring import (RequestError, load_batch, parse_json, parse_score_request, parse_similar_request,
@@ -161,7 +161,7 @@ def create_app(model, *, shadow=None, shadow_log: str | os.PathLike | None = Non
     metrics = ServeMetrics()
     metrics.set_models(state.champion, state.challenger)
     shadow_scorer = ShadowScorer(shadow_log, metrics) if state.challenger is not None else None
-    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="obsad-score")
+    worker = worker_pool("obsad-score")  # FAISS on the threads set for this process (serve --threads)
     current = (lambda: slot.current()) if slot is not None else (lambda: state)
 
     @asynccontextmanager

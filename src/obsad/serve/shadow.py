@@ -20,10 +20,11 @@ import logging
 import os
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from ..runtime import worker_pool
 
 log = logging.getLogger("obsad.serve")
 
@@ -74,7 +75,7 @@ class ShadowScorer:
     def __init__(self, log_dir: str | os.PathLike | None, metrics) -> None:
         self.log = ShadowLog(log_dir) if log_dir is not None else None
         self.metrics = metrics
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="obsad-shadow")
+        self._pool = worker_pool("obsad-shadow")
         self._pending = 0
         self._lock = threading.Lock()
 
