@@ -314,6 +314,28 @@ def distinct_pairs(codes: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, n
     return (occupied // n_offsets) * (1 << 32) + occupied % n_offsets, number[cell]
 
 
+def _scoring_baselines(view: WindowView) -> tuple[np.ndarray, np.ndarray]:
+    """A view's baseline means and 1/sd in float32, as scoring reads them (computed once, kept on the view)."""
+    if view.inv_sd is None:
+        view.inv_sd = (1.0 / np.sqrt(view.var)).astype(np.float32)
+        view.mean32 = view.mean.astype(np.float32)
+    return view.mean32, view.inv_sd
+
+
+def _calibrated_z(stats: np.ndarray, median: np.ndarray, scale: np.ndarray, window_of_row: np.ndarray,
+                  credit: np.ndarray | None, drift_credit: np.ndarray | None) -> np.ndarray:
+    """Each event's calibrated window statistics ``[events, 4]`` (``window_of_row``: its window), the field shift's
+    and the drift's positive parts scaled by the event's credit (None: not scaled)."""
+    z = ((stats - median) / scale)[window_of_row]
+    if credit is not None:
+        field = z[:, 1]
+        z[:, 1] = np.where(field > 0, field * credit, field)
+    if drift_credit is not None:
+        drift = z[:, 3]
+        z[:, 3] = np.where(drift > 0, drift * drift_credit, drift)
+    return z
+
+
 #: Up to this many events, :meth:`EntityWindowDetector.view_scores` computes all views on their windows end to end
 #: (``_view_scores_together``: one pass of each step instead of ~35, what a small batch's time goes to); above,
 #: view by view, where the per-view steps are a small share and the training-window check can send every view
@@ -616,10 +638,8 @@ class EntityWindowDetector(BaseDetector):
         for new data: a brute force whose address was never seen elsewhere is compared with the population, not
         with itself.
         """
-        if view.inv_sd is None:
-            view.inv_sd = (1.0 / np.sqrt(view.var)).astype(np.float32)
-            view.mean32 = view.mean.astype(np.float32)
-        base_mean, base_inv_sd = view.mean32[entity], view.inv_sd[entity]
+        mean32, inv_sd = _scoring_baselines(view)
+        base_mean, base_inv_sd = mean32[entity], inv_sd[entity]
         rate_mean = view.rate_mean[entity]
         memory = view.memory
         if memory is None or not len(entity) or not len(memory["train_keys"]):
@@ -844,8 +864,8 @@ class EntityWindowDetector(BaseDetector):
                 keys.append(np.asarray(v.memory["train_keys"], dtype=np.int64) + (int(first[j]) << 32))
                 counts.append(np.asarray(v.memory["train_counts"]))
         tables = {"views": list(views), "first": first,
-                  "mean32": np.concatenate([v.mean.astype(np.float32) for v in views]),
-                  "inv_sd": np.concatenate([(1.0 / np.sqrt(v.var)).astype(np.float32) for v in views]),
+                  "mean32": np.concatenate([_scoring_baselines(v)[0] for v in views]),
+                  "inv_sd": np.concatenate([_scoring_baselines(v)[1] for v in views]),
                   "rate_mean": np.concatenate([v.rate_mean for v in views]),
                   "train_keys": np.concatenate(keys) if keys else np.empty(0, dtype=np.int64),
                   "train_counts": np.concatenate(counts) if counts else np.empty(0, dtype=np.int64)}
@@ -894,10 +914,7 @@ class EntityWindowDetector(BaseDetector):
         view_of_window = np.repeat(np.asarray(used, dtype=np.int64), n_win)
         median = np.stack([views[j].median for j in used])[np.repeat(np.arange(len(used)), n_win)]
         scale = np.stack([views[j].scale for j in used])[np.repeat(np.arange(len(used)), n_win)]
-        z = ((stats - median) / scale)[window_of_row]  # _event_z, all views at once
-        if credit is not None:
-            z[:, 1] = np.where(z[:, 1] > 0, z[:, 1] * credit, z[:, 1])
-            z[:, 3] = np.where(z[:, 3] > 0, z[:, 3] * drift_credit, z[:, 3])
+        z = _calibrated_z(stats, median, scale, window_of_row, credit, drift_credit)  # _event_z, all views at once
         out[rows, view_of_window[window_of_row]] = z.max(axis=1)
         for k, (j, w) in enumerate(zip(used, parts)):
             a, b, ra, rb = wfirst[k], wfirst[k + 1], rfirst[k], rfirst[k + 1]
@@ -913,14 +930,9 @@ class EntityWindowDetector(BaseDetector):
         rows = np.arange(len(w.rows)) if rows is None else rows
         if not len(w.stats):
             return np.empty((len(rows), len(STATISTICS)))
-        z = ((w.stats - view.median) / view.scale)[w.window_of_row[rows]]
-        if w.credit is not None:
-            field = z[:, 1]
-            z[:, 1] = np.where(field > 0, field * w.credit[rows], field)
-        if w.drift_credit is not None:
-            drift = z[:, 3]
-            z[:, 3] = np.where(drift > 0, drift * w.drift_credit[rows], drift)
-        return z
+        return _calibrated_z(w.stats, view.median, view.scale, w.window_of_row[rows],
+                             None if w.credit is None else w.credit[rows],
+                             None if w.drift_credit is None else w.drift_credit[rows])
 
     def _score(self, X) -> np.ndarray:
         return self.best_view_score(self.view_scores(X)[0])
