@@ -64,32 +64,41 @@ def packages(tmp_path_factory):
     return {"root": root, "champion": champion, "challenger": challenger, "served": served, "events": raw}
 
 
-@pytest.fixture(scope="module")
-def server(packages):
-    root = packages["root"]
-    key_file = root / "api.key"
-    key_file.write_text(API_KEY + "\n")
-    key_file.chmod(0o600)
+def start_service(args: list[str], log_path: Path) -> tuple[subprocess.Popen, httpx.Client, int]:
+    """``obsad serve`` with ``args`` on a free loopback port, once it answers ``/healthz``."""
     port = free_port()
-    log_path = root / "server.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "obsad.cli", "serve", "--model", str(packages["served"]), "--port", str(port),
-             "--api-key-file", str(key_file), "--shadow", str(packages["challenger"]), "--shadow-log",
-             str(root / "shadow"), "--max-batch", str(MAX_BATCH), "--max-body-bytes", str(MAX_BODY)],
-            stdout=log, stderr=subprocess.STDOUT, env=ENV)
+        proc = subprocess.Popen([sys.executable, "-m", "obsad.cli", "serve", "--port", str(port), *args],
+                                stdout=log, stderr=subprocess.STDOUT, env=ENV)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-    deadline = time.time() + 120
+    deadline = time.time() + 180
     while True:
         try:
             if client.get("/healthz").status_code == 200:
-                break
+                return proc, client, port
         except httpx.TransportError:
             pass
         if proc.poll() is not None or time.time() > deadline:
             proc.kill()
             pytest.fail("the server did not start:\n" + log_path.read_text())
         time.sleep(0.2)
+
+
+def api_key_file(root: Path) -> Path:
+    key_file = root / "api.key"
+    key_file.write_text(API_KEY + "\n")
+    key_file.chmod(0o600)
+    return key_file
+
+
+@pytest.fixture(scope="module")
+def server(packages):
+    root = packages["root"]
+    log_path = root / "server.log"
+    proc, client, port = start_service(
+        ["--model", str(packages["served"]), "--api-key-file", str(api_key_file(root)), "--shadow",
+         str(packages["challenger"]), "--shadow-log", str(root / "shadow"), "--max-batch", str(MAX_BATCH),
+         "--max-body-bytes", str(MAX_BODY)], log_path)
     yield {"client": client, "port": port, "log": log_path, "proc": proc, **packages}
     client.close()
     proc.terminate()
@@ -473,3 +482,157 @@ def test_worker_threads_search_on_the_threads_set_by_the_thread_that_made_them()
         assert in_new_thread() == default  # what the pool's thread would have had
     finally:
         faiss.omp_set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------------------ --workers
+@pytest.fixture(scope="module")
+def pooled(packages):
+    """The service with two scoring processes (``--workers 2``), on a package of its own."""
+    root = packages["root"]
+    served = root / "served_pooled"
+    shutil.copytree(packages["champion"], served)
+    log_path = root / "pooled.log"
+    proc, client, port = start_service(
+        ["--model", str(served), "--workers", "2", "--api-key-file", str(api_key_file(root)), "--shadow",
+         str(packages["challenger"]), "--shadow-log", str(root / "shadow_pooled"), "--max-batch", str(MAX_BATCH),
+         "--max-body-bytes", str(MAX_BODY)], log_path)
+    yield {"client": client, "port": port, "log": log_path, "proc": proc, **packages, "served": served,
+           "shadow": root / "shadow_pooled"}
+    client.close()
+    proc.terminate()
+    proc.wait(timeout=30)
+    assert not scoring_processes(proc)
+
+
+def scoring_processes(proc: subprocess.Popen) -> set[int]:
+    """The service's child processes (its scoring processes), from /proc."""
+    pids: set[int] = set()
+    for task in Path(f"/proc/{proc.pid}/task").glob("*"):
+        try:
+            pids |= {int(x) for x in (task / "children").read_text().split()}
+        except OSError:
+            pass
+    return pids
+
+
+def shadow_files_of(directory: Path, uids: set[str], timeout: float = 30) -> dict[str, int]:
+    """event uid -> pid of the process whose shadow log holds its record (files are ``shadow-<day>-<pid>.jsonl``)."""
+    found: dict[str, int] = {}
+    deadline = time.time() + timeout
+    while len(found) < len(uids) and time.time() < deadline:
+        for path in directory.glob("shadow-*.jsonl"):
+            for line in path.read_text().splitlines():
+                uid = json.loads(line)["event_uid"]
+                if uid in uids:
+                    found[uid] = int(path.stem.rsplit("-", 1)[1])
+        time.sleep(0.2)
+    return found
+
+
+def assert_scores_equal(body: dict, package: Path, events: list) -> None:
+    got = pd.DataFrame(body["results"])
+    want = expected_scores(package, events)
+    np.testing.assert_allclose(got["score"].to_numpy(), want["score"].to_numpy(), rtol=0, atol=1e-6)
+    assert got["is_anomaly"].tolist() == want["is_anomaly"].tolist()
+    assert got["view"].tolist() == want["view"].tolist()
+    assert [", ".join(t) for t in got["top_features"]] == want["top_features"].tolist()
+    assert got["event_uid"].tolist() == [e["metadata"]["uid"] for e in events]
+
+
+def test_workers_score_batches_in_their_own_processes_as_the_service_does(pooled):
+    from obsad.serve.app import POOL_MIN_BODY_BYTES
+
+    workers = scoring_processes(pooled["proc"])
+    assert len(workers) == 2 and pooled["proc"].pid not in workers
+    large, small = pooled["events"][:60], pooled["events"][60:65]
+    assert len(json.dumps({"events": large})) > POOL_MIN_BODY_BYTES > len(json.dumps({"events": small}))
+    before = metric_values(pooled)
+    for events in (large, small):
+        answer = score(pooled, events)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["n_scored"] == len(events)
+        assert_scores_equal(answer.json(), pooled["served"], events)
+    after = metric_values(pooled)
+    assert metric(after, "obsad_events_scored_total") - metric(before, "obsad_events_scored_total") == 65
+    assert metric(after, "obsad_scoring_processes") == 2
+    # the challenger scored the large batch where the champion did: in a scoring process, in its own log file
+    where = shadow_files_of(pooled["shadow"], {e["metadata"]["uid"] for e in large + small})
+    assert len(where) == 65
+    assert {where[e["metadata"]["uid"]] for e in large} <= workers
+    assert {where[e["metadata"]["uid"]] for e in small} == {pooled["proc"].pid}
+    deadline = time.time() + 30  # counted by the scoring process after the answer; read back at each scrape
+    while metric(metric_values(pooled), "obsad_shadow_events_scored_total") < 65 and time.time() < deadline:
+        time.sleep(0.2)
+    assert metric(metric_values(pooled), "obsad_shadow_events_scored_total") == 65
+
+
+def test_workers_refuse_what_the_service_refuses(pooled):
+    client, events = pooled["client"], pooled["events"]
+    too_many = client.post("/v1/score", json={"events": events[:60] * 2}, headers=AUTH)
+    assert too_many.status_code == 413 and too_many.json()["error"]
+    broken = client.post("/v1/score", content=b'{"events": [' + b'{"a": 1},' * 5000, headers=AUTH)
+    assert broken.status_code == 400 and "JSON" in broken.json()["error"] + broken.json()["detail"]
+    mixed = [*events[:30], "not an event", *events[30:59]]
+    answer = client.post("/v1/score", json={"events": mixed}, headers=AUTH)
+    assert answer.status_code == 422
+    results = answer.json()["results"]
+    assert "error" in results[30] and all("score" in r for i, r in enumerate(results) if i != 30)
+    assert client.post("/v1/score", content=json.dumps({"events": events[:60]}).encode()).status_code == 401
+
+
+def test_workers_reload_together_and_refuse_together(pooled):
+    client, events = pooled["client"], pooled["events"]
+    old = client.get("/healthz").json()["model_version"]
+    config = pooled["served"] / "config.json"
+    original = config.read_bytes()
+    config.write_bytes(original.replace(b'"seed": 0', b'"seed": 7'))
+    try:
+        assert client.post("/v1/admin/reload", headers=AUTH).status_code == 422
+    finally:
+        config.write_bytes(original)
+    assert {score(pooled, events[:60]).json()["model_version"] for _ in range(4)} == {old}
+    replace_package(pooled["served"], pooled["challenger"])
+    stop, answers = threading.Event(), []
+
+    def fire(i: int) -> None:
+        with httpx.Client(base_url=client.base_url, timeout=60) as own:
+            while not stop.is_set():
+                batch = events[:60] if i % 2 else events[i:i + 3]
+                r = own.post("/v1/score", json={"events": batch}, headers=AUTH)
+                answers.append((r.status_code, r.json().get("model_version")))
+
+    with ThreadPoolExecutor(3) as threads:
+        for i in range(3):
+            threads.submit(fire, i)
+        time.sleep(0.5)
+        reloaded = client.post("/v1/admin/reload", headers=AUTH)
+        time.sleep(0.5)
+        stop.set()
+    assert reloaded.status_code == 200, reloaded.text
+    new = reloaded.json()["model_version"]
+    assert new != old and all(status == 200 for status, _ in answers), answers
+    assert {v for _, v in answers} <= {old, new}
+    # every scoring process now serves the new package, and scores as it does
+    assert {score(pooled, events[:60]).json()["model_version"] for _ in range(6)} == {new}
+    assert_scores_equal(score(pooled, events[:60]).json(), pooled["served"], events[:60])
+
+
+def test_a_scoring_process_that_dies_is_replaced(pooled):
+    import signal
+
+    events = pooled["events"]
+    before = scoring_processes(pooled["proc"])
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    statuses = [score(pooled, events[:60]).status_code for _ in range(4)]
+    assert statuses.count(500) <= 1 and set(statuses) <= {200, 500}, statuses
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        now = scoring_processes(pooled["proc"])
+        if len(now) == 2 and victim not in now and metric(metric_values(pooled), "obsad_scoring_processes") == 2:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the scoring process was not replaced:\n" + pooled["log"].read_text()[-3000:])
+    assert all(score(pooled, events[:60]).status_code == 200 for _ in range(4))
+    assert "exited" in pooled["log"].read_text()

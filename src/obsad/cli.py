@@ -243,7 +243,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         serve(args.model, host=args.host, port=args.port, allow_remote=args.allow_remote,
               api_key_file=args.api_key_file, shadow=args.shadow, shadow_log=args.shadow_log,
               max_batch=args.max_batch, max_body_bytes=args.max_body_bytes, threads=args.threads,
-              log_level=args.log_level)
+              workers=args.workers, log_level=args.log_level)
     except (ServeConfigError, ModelLoadError) as exc:
         raise UserError(str(exc)) from exc
     return 0
@@ -389,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="largest request body in bytes (default 8 MiB)")
     srv.add_argument("--threads", type=_positive_int, default=1,
                      help="torch and FAISS threads (default 1: the fastest for single events)")
+    srv.add_argument("--workers", type=_positive_int, default=1,
+                     help="processes scoring batches (default 1: in the service process); on a machine with spare "
+                          "cores, one per core scores that many batches at once")
     srv.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info",
                      help="log level (default info)")
     srv.set_defaults(run=_cmd_serve)

@@ -6,7 +6,8 @@ with :func:`hmac.compare_digest`), and a declared body larger than the limit is 
 Every answer, errors included, is JSON ``{"error": ..., "detail": ...}``; a traceback is logged, never sent.
 
 Small batches are scored on the event loop itself (a thread hop costs more than a single event's scoring
-saves); larger ones in one worker thread, so the loop keeps accepting requests and answering ``/healthz``.
+saves); larger ones in one worker thread, so the loop keeps accepting requests and answering ``/healthz``, or,
+with ``workers`` > 1, in scoring processes of their own (:mod:`obsad.serve.pool`), one batch per process at once.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hmac
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -27,8 +29,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..runtime import worker_pool
 from .metrics import ServeMetrics
 from .models import ModelLoadError, ModelSlot, ServedModel, ServingState, load_served_model, measure_recall
-from .scoring import (RequestError, load_batch, parse_json, parse_score_request, parse_similar_request,
-                      resolve_views, results_json, score_frame, score_single, similar_json, single_result_json)
+from .scoring import (RequestError, parse_json, parse_score_request, parse_similar_request, score_request,
+                      similar_json, encode_json)
+from .pool import NoWorkers, ScoringProcesses, WorkerGone, versions_of
 from .shadow import ShadowScorer
 
 log = logging.getLogger("obsad.serve")
@@ -36,13 +39,14 @@ log = logging.getLogger("obsad.serve")
 DEFAULT_MAX_BATCH = 1000
 DEFAULT_MAX_BODY_BYTES = 8 << 20
 INLINE_MAX_EVENTS = 64  # batches up to this size are scored on the event loop
+#: With scoring processes, a body larger than this goes to one of them undecoded (decoding a batch is part of the
+#: work they share out); a smaller one is decoded here, to score a single event or a small batch at once.
+POOL_MIN_BODY_BYTES = 32 << 10
 
 
 def json_response(status: int, body: dict, headers: dict | None = None) -> Response:
-    """``body`` as compact UTF-8 JSON (orjson: a thousand results in 0.1 ms where ``json`` takes 1.5 ms; scores
-    are made JSON-safe before, a non-finite float would become ``null``)."""
-    data = orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
-    return Response(content=data, status_code=status, media_type="application/json", headers=headers)
+    """``body`` as compact UTF-8 JSON (:func:`~obsad.serve.scoring.encode_json`)."""
+    return Response(content=encode_json(body), status_code=status, media_type="application/json", headers=headers)
 
 
 def error_response(status: int, error: str, detail=None, headers: dict | None = None) -> Response:
@@ -147,12 +151,17 @@ def _as_state(model, shadow) -> tuple[ServingState, Path | None, Path | None]:
 
 def create_app(model, *, shadow=None, shadow_log: str | os.PathLike | None = None, api_key: str | None = None,
                max_batch: int = DEFAULT_MAX_BATCH, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-               inline_max: int = INLINE_MAX_EVENTS) -> FastAPI:
+               inline_max: int = INLINE_MAX_EVENTS, workers: int = 1, worker_threads: int = 1,
+               log_level: str = "warning") -> FastAPI:
     """The scoring service for ``model`` (a package directory, a ``FittedPipeline`` or a ``ServedModel``).
 
     ``shadow``: a challenger scored beside the champion on every ``/v1/score`` request, its scores appended to
     JSON Lines files in ``shadow_log``. ``api_key``: required on ``/v1/*`` (and needed for the reload
     endpoint) when given. ``max_batch`` events and ``max_body_bytes`` per request (413 beyond).
+
+    ``workers`` > 1 (packages given as paths): batches of more than ``inline_max`` events are scored in that
+    many processes of their own (:mod:`obsad.serve.pool`), each on ``worker_threads`` torch/FAISS threads, so
+    that requests in flight at once use as many cores; this process keeps single events and small batches.
     """
     if max_batch < 1 or max_body_bytes < 1:
         raise ValueError("max_batch and max_body_bytes must be positive")
@@ -162,12 +171,27 @@ def create_app(model, *, shadow=None, shadow_log: str | os.PathLike | None = Non
     metrics.set_models(state.champion, state.challenger)
     shadow_scorer = ShadowScorer(shadow_log, metrics) if state.challenger is not None else None
     worker = worker_pool("obsad-score")  # FAISS on the threads set for this process (serve --threads)
+    pool = pool_threads = None
+    if workers > 1:
+        if model_dir is None:
+            raise ValueError("workers > 1 needs the packages as paths: each scoring process loads them")
+        pool = ScoringProcesses(workers, model_dir, shadow_dir, shadow_log, threads=worker_threads,
+                                max_batch=max_batch, log_level=log_level)
+        if pool.versions != versions_of(state):
+            pool.close()
+            raise ModelLoadError("the scoring processes loaded other packages than the service (replaced during "
+                                 "start-up?); start again")
+        pool_threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="obsad-pool")
+        metrics.scoring_processes.set(pool.size)
     current = (lambda: slot.current()) if slot is not None else (lambda: state)
 
     @asynccontextmanager
     async def lifespan(_app):
         yield
         worker.shutdown(wait=True)
+        if pool is not None:
+            pool.close()
+            pool_threads.shutdown(wait=True)
         if shadow_scorer is not None:
             shadow_scorer.close(wait=True)
 
@@ -191,46 +215,33 @@ def create_app(model, *, shadow=None, shadow_log: str | os.PathLike | None = Non
         log.exception("internal error on %s %s", request.method, request.url.path)
         return error_response(500, "internal error", type(exc).__name__)
 
-    def score_request(serving: ServingState, req) -> tuple[int, dict]:
-        single = score_single(serving.champion, req)  # one event on the event view: no table machinery
-        if single is not None:
-            metrics.events_scored.inc()
-            metrics.anomalies.inc(int(single["is_anomaly"]))
-            if shadow_scorer is not None:
-                shadow_scorer.submit_one(serving, req.events[0], single)
-            return 200, {"model_version": serving.champion.version, "views": "event", "n_scored": 1,
-                         "n_errors": 0, "results": [single_result_json(single)]}
-        champion = serving.champion.pipeline
-        columns = list(champion.input_columns)
-        if serving.challenger is not None:
-            columns = list(dict.fromkeys(columns + list(serving.challenger.pipeline.input_columns)))
-        model_columns = [c for c in champion.input_columns if c != "metadata.uid"]
-        batch = load_batch(req.events, columns, model_columns)
-        views = resolve_views(req.views, len(batch.events))
-        scored = None
-        if len(batch.events):
-            scored = score_frame(champion, batch.events, views, req.explain, req.n_top)
-            metrics.events_scored.inc(len(scored))
-            metrics.anomalies.inc(int(scored["is_anomaly"].sum()))
-            if shadow_scorer is not None:
-                shadow_scorer.submit(serving, batch, scored, views)
-        metrics.events_rejected.inc(len(batch.errors))
-        body = {"model_version": serving.champion.version, "views": views, "n_scored": len(batch.events),
-                "n_errors": len(batch.errors), "results": results_json(batch, scored)}
-        if batch.errors:
-            body["error"] = f"{len(batch.errors)} of {batch.n_requested} events failed the per-event checks"
-            body["detail"] = "see the 'error' field of those results; the other events were scored"
-            return 422, body
-        return 200, body
+    async def score_in_pool(body: bytes) -> Response:
+        try:
+            status, answer, counts = await asyncio.get_running_loop().run_in_executor(pool_threads, pool.score, body)
+        except WorkerGone as exc:
+            raise RequestError(500, "internal error", f"the scoring process exited ({exc}); it is being replaced")
+        except NoWorkers as exc:
+            raise RequestError(503, "no scoring process", str(exc))
+        finally:
+            metrics.scoring_processes.set(pool.size)
+        metrics.add_counts(counts)
+        headers = {"connection": "close"} if status == 413 else None
+        return Response(content=answer, status_code=status, media_type="application/json", headers=headers)
 
     @app.post("/v1/score")
     async def score(request: Request) -> Response:
-        req = parse_score_request(parse_json(await read_body(request, max_body_bytes)), max_batch)
-        serving = current()  # this request's models, whatever a reload does meanwhile
+        body = await read_body(request, max_body_bytes)
+        if pool is not None and len(body) > POOL_MIN_BODY_BYTES:  # a batch, surely: decoded where it is scored
+            return await score_in_pool(body)
+        req = parse_score_request(parse_json(body), max_batch)
         if len(req.events) <= inline_max:
-            status, body = score_request(serving, req)
+            status, body = score_request(current(), req, metrics, shadow_scorer)
+        elif pool is not None:
+            return await score_in_pool(body)
         else:
-            status, body = await asyncio.get_running_loop().run_in_executor(worker, score_request, serving, req)
+            serving = current()  # this request's models, whatever a reload does meanwhile
+            status, body = await asyncio.get_running_loop().run_in_executor(worker, score_request, serving, req,
+                                                                            metrics, shadow_scorer)
         return json_response(status, body)
 
     @app.post("/v1/similar")
@@ -259,7 +270,8 @@ def create_app(model, *, shadow=None, shadow_log: str | os.PathLike | None = Non
         if slot is None:
             raise RequestError(409, "nothing to reload", "this service was built from an in-memory pipeline")
         try:
-            old, new = await asyncio.get_running_loop().run_in_executor(None, slot.reload)
+            before_swap = pool.reload_to if pool is not None else None
+            old, new = await asyncio.get_running_loop().run_in_executor(None, slot.reload, before_swap)
         except ModelLoadError as exc:
             metrics.reloads.labels("refused").inc()
             log.warning("reload refused, still serving %s: %s", current().champion.version, exc)
@@ -279,6 +291,9 @@ def create_app(model, *, shadow=None, shadow_log: str | os.PathLike | None = Non
 
     @app.get("/metrics")
     async def metrics_text() -> Response:
+        if pool is not None:  # what the scoring processes counted since their last answers
+            metrics.add_counts(await asyncio.get_running_loop().run_in_executor(pool_threads, pool.collect_counts))
+            metrics.scoring_processes.set(pool.size)
         return Response(content=metrics.render(), media_type=metrics.content_type)
 
     app.add_middleware(GuardMiddleware, api_key=api_key, max_body_bytes=max_body_bytes, metrics=metrics)

@@ -42,6 +42,18 @@ class ServeMetrics:
         self.shadow_dropped = Counter("obsad_shadow_dropped_events", "Events not shadow-scored (queue full or "
                                       "challenger failure)", registry=r)
         self.shadow_model = Info("obsad_shadow_model", "The challenger model scored in the shadow", registry=r)
+        self.scoring_processes = Gauge("obsad_scoring_processes", "Scoring processes running (serve --workers; 0: "
+                                       "batches are scored in the service process)", registry=r)
+
+    #: What a scoring process counts (:class:`obsad.serve.pool.Tally`) and adds here with each answer.
+    COUNTED = ("events_scored", "anomalies", "events_rejected", "shadow_events", "shadow_anomalies",
+               "shadow_disagreements", "shadow_records", "shadow_dropped")
+
+    def add_counts(self, counts: dict) -> None:
+        """Add a scoring process's counts (name -> events since its previous answer)."""
+        for name, n in counts.items():
+            if name in self.COUNTED and int(n) > 0:
+                getattr(self, name).inc(int(n))
 
     @staticmethod
     def endpoint_of(path: str) -> str:

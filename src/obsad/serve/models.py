@@ -222,15 +222,24 @@ class ModelSlot:
     def current(self) -> ServingState:
         return self._state
 
-    def reload(self) -> tuple[ServingState, ServingState]:
+    def load_next(self) -> ServingState:
+        """Both packages loaded again from their fixed paths, not yet serving; :class:`ModelLoadError` if one
+        must not serve."""
+        champion = load_served_model(self.model_dir)
+        challenger = (load_served_model(self.shadow_dir) if self.shadow_dir is not None
+                      else self._state.challenger)  # an in-memory challenger has nothing to re-read
+        return ServingState(champion, challenger)
+
+    def reload(self, before_swap=None) -> tuple[ServingState, ServingState]:
         """Load both packages again from their fixed paths; swap only when both are good.
 
-        Returns ``(old, new)``; raises :class:`ModelLoadError` (the old state keeps serving) otherwise.
+        ``before_swap(new)``: called with the loaded state before it is swapped in (the scoring processes take
+        the same packages); when it raises, nothing is swapped. Returns ``(old, new)``; raises
+        :class:`ModelLoadError` (the old state keeps serving) otherwise.
         """
         with self._lock:
-            champion = load_served_model(self.model_dir)
-            challenger = (load_served_model(self.shadow_dir) if self.shadow_dir is not None
-                          else self._state.challenger)  # an in-memory challenger has nothing to re-read
-            old, new = self._state, ServingState(champion, challenger)
-            self._state = new
+            new = self.load_next()
+            if before_swap is not None:
+                before_swap(new)
+            old, self._state = self._state, new
             return old, new

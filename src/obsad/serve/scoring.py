@@ -45,6 +45,12 @@ class ScoreRequest:
     n_top: int = 3
 
 
+def encode_json(body: dict) -> bytes:
+    """An answer's body as compact UTF-8 JSON (orjson: a thousand results in 0.1 ms where ``json`` takes 1.5 ms;
+    scores are made JSON-safe before, a non-finite float would become ``null``)."""
+    return orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
+
+
 def parse_json(raw: bytes):
     """The decoded body; 400 with the parser's message (position included) when it is not JSON."""
     if not raw:
@@ -326,3 +332,40 @@ def similar_json(pipeline, event: dict, k: int) -> dict:
         neighbours.append({"rank": rank, "distance": json_value(distance), "event": raw,
                            "deltas": field_deltas(query, raw, model_fields)})
     return {"k": k, "event": query, "neighbours": neighbours}
+
+
+# ------------------------------------------------------------------------------------------------ requests
+def score_request(serving, req: ScoreRequest, counts, shadow_scorer=None) -> tuple[int, dict]:
+    """A parsed ``/v1/score`` request scored by ``serving`` (a :class:`~obsad.serve.models.ServingState`): the
+    status and the answer's body. ``counts``: where events scored, flagged and refused are counted (the service's
+    metrics, or a scoring process's :class:`~obsad.serve.pool.Tally`); ``shadow_scorer``: the challenger's, if any."""
+    single = score_single(serving.champion, req)  # one event on the event view: no table machinery
+    if single is not None:
+        counts.events_scored.inc()
+        counts.anomalies.inc(int(single["is_anomaly"]))
+        if shadow_scorer is not None:
+            shadow_scorer.submit_one(serving, req.events[0], single)
+        return 200, {"model_version": serving.champion.version, "views": "event", "n_scored": 1,
+                     "n_errors": 0, "results": [single_result_json(single)]}
+    champion = serving.champion.pipeline
+    columns = list(champion.input_columns)
+    if serving.challenger is not None:
+        columns = list(dict.fromkeys(columns + list(serving.challenger.pipeline.input_columns)))
+    model_columns = [c for c in champion.input_columns if c != "metadata.uid"]
+    batch = load_batch(req.events, columns, model_columns)
+    views = resolve_views(req.views, len(batch.events))
+    scored = None
+    if len(batch.events):
+        scored = score_frame(champion, batch.events, views, req.explain, req.n_top)
+        counts.events_scored.inc(len(scored))
+        counts.anomalies.inc(int(scored["is_anomaly"].sum()))
+        if shadow_scorer is not None:
+            shadow_scorer.submit(serving, batch, scored, views)
+    counts.events_rejected.inc(len(batch.errors))
+    body = {"model_version": serving.champion.version, "views": views, "n_scored": len(batch.events),
+            "n_errors": len(batch.errors), "results": results_json(batch, scored)}
+    if batch.errors:
+        body["error"] = f"{len(batch.errors)} of {batch.n_requested} events failed the per-event checks"
+        body["detail"] = "see the 'error' field of those results; the other events were scored"
+        return 422, body
+    return 200, body

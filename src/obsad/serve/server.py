@@ -74,8 +74,9 @@ def set_threads(threads: int) -> None:
 def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8080, allow_remote: bool = False,
           api_key_file: str | os.PathLike | None = None, shadow: str | os.PathLike | None = None,
           shadow_log: str | os.PathLike | None = None, max_batch: int | None = None,
-          max_body_bytes: int | None = None, threads: int = 1, log_level: str = "info") -> None:
-    """Check the settings, load the package(s), and serve until interrupted (uvicorn, one process)."""
+          max_body_bytes: int | None = None, threads: int = 1, workers: int = 1, log_level: str = "info") -> None:
+    """Check the settings, load the package(s), and serve until interrupted (uvicorn in this process; with
+    ``workers`` > 1, batches scored in that many scoring processes beside it)."""
     import uvicorn
 
     from .app import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, create_app
@@ -89,15 +90,20 @@ def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8080
     api_key = read_api_key(api_key_file)
     if not is_loopback(host) and api_key is None:
         log.warning("listening on %s without an API key: anyone who can reach it can score and read the model", host)
+    if int(workers) < 1:
+        raise ServeConfigError(f"--workers {workers}: at least 1")
     set_threads(threads)
     app = create_app(model, shadow=shadow, shadow_log=shadow_log, api_key=api_key,
-                     max_batch=max_batch or DEFAULT_MAX_BATCH, max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES)
+                     max_batch=max_batch or DEFAULT_MAX_BATCH, max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES,
+                     workers=int(workers), worker_threads=threads, log_level=log_level)
     serving = app.state.current()
     log.info("serving model %s from %s (views: %s)", serving.champion.version, model,
              ", ".join(serving.champion.pipeline.views))
     log.info("%s", serving.champion.similar.describe())
     if serving.challenger is not None:
         log.info("shadow model %s from %s, scores recorded in %s", serving.challenger.version, shadow, shadow_log)
+    if workers > 1:
+        log.info("batches scored in %d scoring processes, %d torch/FAISS thread(s) each", workers, threads)
     for warning in serving.champion.pipeline.warnings:
         log.warning("model package: %s", warning)
     config = uvicorn.Config(app, host=host, port=int(port), log_level=log_level.lower(), access_log=False,
