@@ -517,3 +517,28 @@ def test_blank_lines_empty_objects_and_bad_json_text_cells(tmp_path):
     assert problems_of(report, "wrong_type")["line"].tolist() == [20]
     with pytest.raises(OCSFLoadError, match="no events"):
         load_events([])
+
+
+def test_json_columns_parsed_at_once_load_as_one_at_a_time(monkeypatch):
+    """Large JSON-string columns are parsed by Arrow on threads, all candidates of a round at once: the same table
+    and problems as one column after the other, including a column that an earlier one expands into."""
+    import obsad.ocsf.load as loader
+
+    n = 12_000
+    rng = np.random.default_rng(3)
+    a = [json.dumps({"b": json.dumps({"c": int(v)})}) if i % 3 else None for i, v in enumerate(rng.integers(0, 9, n))]
+    frame = pd.DataFrame({
+        "x": [json.dumps({"user": f"u{i % 17}", "n": i}) for i in range(n)],
+        "y": [json.dumps([i % 5, "p"]) for i in range(n)],
+        "a": a,
+        "a.b": [json.dumps({"c": -1}) if v is None else None for v in a],  # filled by "a" in the same round
+        "z": [f"{{not json {i}" if i % 500 == 0 else json.dumps({"k": i}) for i in range(n)],
+    })
+    at_once = load_events(frame)
+    assert {"x.user", "x.n", "a.b.c", "z.k"} <= set(at_once.events.columns)
+    monkeypatch.setattr(loader, "_JSON_AT_ONCE_MIN", 10 ** 12)
+    one_by_one = load_events(frame)
+    pd.testing.assert_frame_equal(at_once.events, one_by_one.events, check_exact=True)
+    pd.testing.assert_frame_equal(at_once.report.problems, one_by_one.report.problems)
+    assert at_once.events["a.b.c"].notna().all()
+    assert (at_once.report.problems["field"] == "z").sum() == n // 500

@@ -31,6 +31,7 @@ import json
 import math
 import os
 import re
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -1138,63 +1139,96 @@ def _first_characters(values: list[str], counts: list[int]) -> dict[str, int]:
     return opens
 
 
+def _json_candidate(b: _Builder, name: str):
+    """Column ``name`` as JSON texts to expand, or None: (the column, its non-null values, the kind of JSON value
+    they hold (dict or list), the values left-stripped, which of them start with that kind's opener). A column
+    qualifies when its sampled values are all text and enough of them open a JSON object (or array)."""
+    s = b.cols.get(name)
+    if s is None or not (_is_string_col(s) or s.dtype == object):
+        return None
+    values, counts, n_sample, all_text = b.sample_counts(name)
+    if not n_sample or not all_text:
+        return None
+    opens = _first_characters(values, counts)
+    if not (opens["{"] or opens["["]):
+        return None
+    nn = s.dropna()
+    for opener, kind in (("{", dict), ("[", list)):
+        if opens[opener] / n_sample < COERCE_THRESHOLD:
+            continue
+        if s.dtype == object and not all(isinstance(v, str) for v in nn):
+            return None
+        stripped = nn.astype(_STR_DTYPE).str.lstrip()
+        starts = stripped.str.startswith(opener).to_numpy(dtype=bool)
+        if starts.mean() < COERCE_THRESHOLD:
+            return None
+        return s, nn, kind, stripped, starts
+    return None
+
+
+#: From this many JSON texts in all, the candidate columns of a round are parsed by Arrow at once, on threads
+#: (Arrow's reader releases Python's lock; one column of one block is parsed on one core).
+_JSON_AT_ONCE_MIN = 20_000
+
+
+def _parse_at_once(texts: dict[str, pd.Series]) -> dict[str, Future]:
+    """Arrow's parse of each column of JSON texts, started on threads (empty when too few texts to gain)."""
+    if len(texts) < 2 or sum(len(t) for t in texts.values()) < _JSON_AT_ONCE_MIN:
+        return {}
+    pool = ThreadPoolExecutor(max_workers=min(len(texts), os.cpu_count() or 1), thread_name_prefix="obsad-json")
+    futures = {name: pool.submit(lambda t: _read_json_arrow(_json_lines_buffer(t)), t) for name, t in texts.items()}
+    pool.shutdown(wait=False)
+    return futures
+
+
 def _expand_json_columns(b: _Builder) -> None:
     pending = sorted(b.cols)
     for _ in range(5):  # JSON inside JSON, a few levels at most
         changed = False
         before = set(b.cols)
+        initial = {name: b.cols.get(name) for name in pending}
+        candidates = {name: c for name in pending if (c := _json_candidate(b, name)) is not None}
+        parsing = _parse_at_once({name: c[3] for name, c in candidates.items() if c[4].all()})
         for name in pending:
-            s = b.cols.get(name)
-            if s is None or not (_is_string_col(s) or s.dtype == object):
+            if b.cols.get(name) is initial[name]:
+                candidate, future = candidates.get(name), parsing.get(name)
+            else:  # an earlier column of this round expanded into this name: judge it as it is now
+                candidate, future = _json_candidate(b, name), None
+            if candidate is None:
                 continue
-            values, counts, n_sample, all_text = b.sample_counts(name)
-            if not n_sample or not all_text:
+            s, nn, kind, stripped, starts = candidate
+            parsed_table = future.result() if future is not None else _NOT_PARSED
+            if starts.all() and _expand_json_arrow(b, name, stripped, kind, parsed_table):
+                changed = changed or kind is dict
                 continue
-            opens = _first_characters(values, counts)
-            if not (opens["{"] or opens["["]):
+            parsed = [_loads_or_none(v) for v in stripped.to_numpy(dtype=object)]
+            good = np.fromiter((type(v) is kind for v in parsed), dtype=bool, count=len(parsed))
+            if good.mean() < COERCE_THRESHOLD:
                 continue
-            nn = s.dropna()
-            for opener, kind in (("{", dict), ("[", list)):
-                if opens[opener] / n_sample < COERCE_THRESHOLD:
-                    continue
-                if s.dtype == object and not all(isinstance(v, str) for v in nn):
-                    break
-                stripped = nn.astype(_STR_DTYPE).str.lstrip()
-                starts = stripped.str.startswith(opener).to_numpy(dtype=bool)
-                if starts.mean() < COERCE_THRESHOLD:
-                    break
-                if starts.all() and _expand_json_arrow(b, name, stripped, kind):
-                    changed = changed or kind is dict
-                    break
-                parsed = [_loads_or_none(v) for v in stripped.to_numpy(dtype=object)]
-                good = np.fromiter((type(v) is kind for v in parsed), dtype=bool, count=len(parsed))
-                if good.mean() < COERCE_THRESHOLD:
-                    break
-                rows = nn.index.to_numpy()
-                bad = rows[~good]
-                if bad.size:
-                    what = "JSON object" if kind is dict else "JSON array"
-                    raw = nn[~good]
-                    opens = starts[~good]
-                    for flag, reason in ((True, "invalid_json"), (False, "wrong_type")):
-                        sel = opens == flag
-                        details = [f"expected a {what}, got {d}" for d in _repr_series(raw[sel])]
-                        b.problem(bad[sel], name, reason, details)
-                if kind is list:
-                    arr = np.empty(b.n, dtype=object)
-                    arr[rows[good]] = _object_array([v for v, g in zip(parsed, good) if g])
-                    b.cols[name] = pd.Series(arr, dtype=object)
-                    b.json_arrays.add(name)
-                else:
-                    del b.cols[name]
-                    store: dict[str, tuple[list[int], list[Any]]] = {}
-                    for r, v, g in zip(rows, parsed, good):
-                        if g and v:
-                            _walk_nested(v, f"{name}.", int(r), store)
-                    created = b.add_store(store, f"the JSON column {name!r}")
-                    b.expanded[name] = created
-                    changed = True
-                break
+            rows = nn.index.to_numpy()
+            bad = rows[~good]
+            if bad.size:
+                what = "JSON object" if kind is dict else "JSON array"
+                raw = nn[~good]
+                opens = starts[~good]
+                for flag, reason in ((True, "invalid_json"), (False, "wrong_type")):
+                    sel = opens == flag
+                    details = [f"expected a {what}, got {d}" for d in _repr_series(raw[sel])]
+                    b.problem(bad[sel], name, reason, details)
+            if kind is list:
+                arr = np.empty(b.n, dtype=object)
+                arr[rows[good]] = _object_array([v for v, g in zip(parsed, good) if g])
+                b.cols[name] = pd.Series(arr, dtype=object)
+                b.json_arrays.add(name)
+            else:
+                del b.cols[name]
+                store: dict[str, tuple[list[int], list[Any]]] = {}
+                for r, v, g in zip(rows, parsed, good):
+                    if g and v:
+                        _walk_nested(v, f"{name}.", int(r), store)
+                created = b.add_store(store, f"the JSON column {name!r}")
+                b.expanded[name] = created
+                changed = True
         pending = sorted(set(b.cols) - before)
         if not changed or not pending:
             break
@@ -1239,9 +1273,14 @@ def _json_lines_buffer(texts: pd.Series) -> pa.Buffer | bytes:
         return ('{"v":' + one_line + "}").str.cat(sep="\n").encode("utf-8")
 
 
-def _expand_json_arrow(b: _Builder, name: str, texts: pd.Series, kind: type) -> bool:
-    """Parse a column of JSON texts with Arrow (vectorised); False if Arrow refuses (then parse per value)."""
-    table = _read_json_arrow(_json_lines_buffer(texts))
+_NOT_PARSED = object()
+
+
+def _expand_json_arrow(b: _Builder, name: str, texts: pd.Series, kind: type, table=_NOT_PARSED) -> bool:
+    """Parse a column of JSON texts with Arrow (vectorised); False if Arrow refuses (then parse per value).
+    ``table``: Arrow's parse of ``texts`` when already done (:func:`_parse_at_once`)."""
+    if table is _NOT_PARSED:
+        table = _read_json_arrow(_json_lines_buffer(texts))
     if table is None or table.num_rows != len(texts) or table.column_names != ["v"]:
         return False
     col = table.column("v")
