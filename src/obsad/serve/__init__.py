@@ -1,4 +1,5 @@
-"""The HTTP scoring service: ``obsad serve --model DIR`` (FastAPI on uvicorn, one process, CPU).
+"""The HTTP scoring service: ``obsad serve --model DIR`` (FastAPI on uvicorn, CPU; ``--workers N``: batches in N
+scoring processes).
 
 Endpoints (JSON in, JSON out; errors are ``{"error": ..., "detail": ...}``, never a traceback):
 
@@ -33,10 +34,14 @@ key; body size and batch size limits (413); no endpoint reads a path from the cl
 too, after the champion's answer has gone out, and both scores are appended to JSON Lines in ``LOGDIR``
 (:mod:`obsad.serve.shadow`).
 
+**Cores.** One process scores one batch at a time (most of the work holds Python's interpreter lock). With
+``--workers N``, batches go, undecoded, to N scoring processes (:mod:`obsad.serve.pool`), N at once; single events
+and small batches stay in the service process; a reload swaps the packages in all processes or none.
+
 Modules: :mod:`~obsad.serve.models` (loading, versions, the similar-event index and its recall, the atomic
 swap), :mod:`~obsad.serve.scoring` (bodies, per-event checks, the two views), :mod:`~obsad.serve.app` (FastAPI,
-guards), :mod:`~obsad.serve.shadow`, :mod:`~obsad.serve.metrics`, :mod:`~obsad.serve.server` (start-up checks,
-uvicorn).
+guards), :mod:`~obsad.serve.pool` (scoring processes), :mod:`~obsad.serve.shadow`, :mod:`~obsad.serve.metrics`,
+:mod:`~obsad.serve.server` (start-up checks, uvicorn).
 """
 
 from .app import create_app

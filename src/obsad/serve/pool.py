@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -372,6 +373,9 @@ def worker_main(argv=None) -> int:
     ap.add_argument("--max-batch", type=int, default=1000)
     ap.add_argument("--log-level", default="warning")
     args = ap.parse_args(argv)
+    # Ctrl+C reaches the whole process group: the service stops its scoring processes itself (it closes their
+    # stdin), after the requests they hold are answered
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # the channel is stdout, kept for frames alone: anything else written there goes to stderr (the server's log)
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
