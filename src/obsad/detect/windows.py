@@ -343,6 +343,14 @@ def _calibrated_z(stats: np.ndarray, median: np.ndarray, scale: np.ndarray, wind
 _TOGETHER_MAX_EVENTS = 4096
 
 
+def _counts32(count: np.ndarray) -> np.ndarray:
+    """Windows' event counts (at least 1) as a float32 column, to divide their float32 sums by: the quotient of a
+    float32 by a count (exact in float32) is the float64 quotient rounded to float32, bit for bit (double
+    rounding through 53 bits is harmless for one division of 24-bit numbers), without a float64 copy of the
+    means (statistics read them in float32)."""
+    return np.maximum(count, 1.0).astype(np.float32)[:, None]
+
+
 def _window_means(assigned: list[_Windows], vectors: np.ndarray) -> list[np.ndarray | None]:
     """Each view's window means (its events' vectors summed per window, over the window's events) from one sparse
     product over the windows of all views: the same sums as one product per view (each window's rows are added
@@ -355,7 +363,7 @@ def _window_means(assigned: list[_Windows], vectors: np.ndarray) -> list[np.ndar
     group = np.concatenate([assigned[j].window_of_row + first[j] for j in used])
     rows = np.concatenate([assigned[j].rows for j in used])
     sums = _group_sums(group, vectors, int(first[-1]), rows=rows)
-    return [sums[first[j]:first[j + 1]] / np.maximum(w.count, 1.0)[:, None] if len(w.rows) else None
+    return [sums[first[j]:first[j + 1]] / _counts32(w.count) if len(w.rows) else None
             for j, w in enumerate(assigned)]
 
 
@@ -514,7 +522,7 @@ class EntityWindowDetector(BaseDetector):
         if _SHORTCUTS and n_windows == 0:
             return self._no_statistics(w, vectors)
         if mean is None:
-            mean = _group_sums(window_of_row, vectors, n_windows, rows=rows) / np.maximum(count, 1.0)[:, None]
+            mean = _group_sums(window_of_row, vectors, n_windows, rows=rows) / _counts32(count)
         base_mean, base_inv_sd, rate_mean = self._baselines(view, entity, start, count, window_of_row, rows, vectors, level)
         stats, evidence, credit, drift_credit = self._window_statistics(
             mean, base_mean, base_inv_sd, rate_mean, count, level, pair_ids >> 32, window_of_row, rows, vectors)
@@ -897,7 +905,7 @@ class EntityWindowDetector(BaseDetector):
         entity = np.concatenate([w.entity + tables["first"][j] for j, w in zip(used, parts)])
         group = np.concatenate([(w.pair_ids >> 32) + (k << 32) for k, w in enumerate(parts)])  # entity, per view
         # one sparse product over the windows of all views (each window's rows added in ascending order)
-        mean = _group_sums(window_of_row, vectors, len(count), rows=rows) / np.maximum(count, 1.0)[:, None]
+        mean = _group_sums(window_of_row, vectors, len(count), rows=rows) / _counts32(count)
         base_mean, base_inv_sd = tables["mean32"][entity], tables["inv_sd"][entity]
         rate_mean = tables["rate_mean"][entity]
         keys = tables["train_keys"]

@@ -227,7 +227,10 @@ class ScoringProcesses:
             self._lost(worker)
             raise
         self._checkin(worker)
-        return int(header["status"]), answer, header.get("counts", {})
+        status = header.get("status")
+        if not isinstance(status, int):
+            raise RuntimeError(f"scoring process {worker.pid} answered without a status: {header}")
+        return status, answer, header.get("counts", {})
 
     def _lost(self, worker: _Worker) -> None:
         """A process died holding a request: count it out and start a replacement in the background."""
