@@ -26,7 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..runtime import worker_pool
+from ..runtime import freeze_loaded_objects, worker_pool
 from .metrics import ServeMetrics
 from .models import ModelLoadError, ModelSlot, ServedModel, ServingState, load_served_model, measure_recall
 from .scoring import (RequestError, parse_json, parse_score_request, parse_similar_request, score_request,
@@ -278,6 +278,7 @@ def create_app(model, *, shadow=None, shadow_log: str | os.PathLike | None = Non
             raise RequestError(422, "package refused", f"{exc} (still serving {current().champion.version})")
         metrics.reloads.labels("ok").inc()
         metrics.set_models(new.champion, new.challenger)
+        await asyncio.get_running_loop().run_in_executor(None, freeze_loaded_objects)  # the new packages
         log.info("reloaded: %s -> %s; %s", old.champion.version, new.champion.version, new.champion.similar.describe())
         return json_response(200, {"previous_version": old.champion.version, "model_version": new.champion.version,
                                    "shadow_version": new.challenger.version if new.challenger else None,

@@ -387,6 +387,7 @@ def worker_main(argv=None) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format=f"%(asctime)s %(levelname)s %(name)s [scoring process {os.getpid()}]: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which build it loads: said once, by the service
+    from ..runtime import freeze_loaded_objects
     from .models import ModelLoadError
     from .server import set_threads
     from .shadow import ShadowScorer
@@ -400,6 +401,7 @@ def worker_main(argv=None) -> int:
     tally = Tally()
     shadow_scorer = ShadowScorer(args.shadow_log, tally) if state.challenger is not None else None
     pending = None
+    freeze_loaded_objects()
     write_frame(out, {"ok": True, "versions": versions_of(state), "pid": os.getpid()})
     try:
         while True:
@@ -422,6 +424,7 @@ def worker_main(argv=None) -> int:
                     write_frame(out, {"ok": False, "error": str(exc)})
             elif op == "commit" and pending is not None:
                 state, pending = pending, None
+                freeze_loaded_objects()
                 write_frame(out, {"ok": True, "versions": versions_of(state)})
             elif op == "abort":
                 pending = None

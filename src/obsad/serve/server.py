@@ -79,6 +79,7 @@ def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8080
     ``workers`` > 1, batches scored in that many scoring processes beside it)."""
     import uvicorn
 
+    from ..runtime import freeze_loaded_objects
     from .app import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, create_app
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -96,6 +97,7 @@ def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8080
     app = create_app(model, shadow=shadow, shadow_log=shadow_log, api_key=api_key,
                      max_batch=max_batch or DEFAULT_MAX_BATCH, max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES,
                      workers=int(workers), worker_threads=threads, log_level=log_level)
+    freeze_loaded_objects()  # the packages, loaded: out of the garbage collector's full passes
     serving = app.state.current()
     log.info("serving model %s from %s (views: %s)", serving.champion.version, model,
              ", ".join(serving.champion.pipeline.views))
