@@ -56,6 +56,8 @@ _FEW = 64  # up to this many values, Python counts a sample faster than Arrow's 
 _MISSING_TOKENS = ("", "null", "none", "nan", "n/a")
 _MISSING_SET = frozenset(_MISSING_TOKENS)
 _STR_DTYPE = pd.Series(["a"]).dtype  # the default string dtype of the installed pandas ("str" in pandas 3)
+_ARROW_STR = (isinstance(_STR_DTYPE, pd.StringDtype) and _STR_DTYPE.storage == "pyarrow"
+              and pd.Series(["a"]).array.__arrow_array__().type == pa.large_string())
 _PROBLEM_COLUMNS = ["line", "field", "reason", "detail"]
 _POSITION_WORD = {"line": "line", "element": "element", "row": "row"}
 _TIME_UNITS = (("s", 1e11, 1000.0), ("ms", 1e14, 1.0), ("us", 1e17, 1e-3), ("ns", math.inf, 1e-6))
@@ -393,10 +395,13 @@ def _infer_series(arr: np.ndarray) -> pd.Series:
         if kind in ("floating", "mixed-integer-float"):
             return pd.Series(arr.astype(np.float64))
         if kind == "string":
+            if _SHORTCUTS and _ARROW_STR:  # straight to Arrow: the same array, without pandas' checks per value
+                return pd.Series(pd.arrays.ArrowStringArray(pa.array(arr, type=pa.large_string(), from_pandas=True),
+                                                            dtype=_STR_DTYPE))
             return pd.Series(arr, dtype=_STR_DTYPE)
         if kind == "boolean":
             return pd.Series(pd.array(arr, dtype="boolean"))
-    except (OverflowError, TypeError, ValueError):
+    except (OverflowError, TypeError, ValueError, pa.ArrowException):
         pass
     return pd.Series(arr, dtype=object)
 
@@ -588,13 +593,13 @@ class _Wanted:
             wanted.add("time_dt")
         self.names = frozenset(wanted)
         self.leading = frozenset(w[:i] for w in wanted for i, ch in enumerate(w) if ch == ".")
-        self._top: dict[str, tuple[bool, bool]] = {}  # the events of a batch share their top-level keys
+        self.known_top: dict[str, tuple[bool, bool]] = {}  # the events of a batch share their top-level keys
 
     def top(self, key: str) -> tuple[bool, bool]:
-        """(keep or descend, already under a requested name) for a top-level key."""
-        known = self._top.get(key)
+        """(keep or descend, already under a requested name) for a top-level key (remembered in ``known_top``)."""
+        known = self.known_top.get(key)
         if known is None:
-            known = self._top[key] = self._top_of(key)
+            known = self.known_top[key] = self._top_of(key)
         return known
 
     def _top_of(self, key: str) -> tuple[bool, bool]:
@@ -608,8 +613,10 @@ class _Wanted:
 
 def _walk_wanted(obj: dict, row: int, flat: dict, nested: dict, wanted: _Wanted) -> None:
     """:func:`_walk` of the leaves ``wanted`` keeps."""
+    known, judge = wanted.known_top, wanted.top
     for key, val in obj.items():
-        keep, under = wanted.top(key)
+        answer = known.get(key)  # the memo read here: a method call per key cost more than the lookup
+        keep, under = answer if answer is not None else judge(key)
         if not keep:
             continue
         if type(val) is dict:
