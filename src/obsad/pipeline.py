@@ -82,6 +82,21 @@ def _one_core_spared():
         faiss.omp_set_num_threads(faiss_threads)
 
 
+#: On a large batch, embed on every core once the window view's windows are assigned (see :meth:`FittedPipeline.score`).
+EMBED_ON_EVERY_CORE = True
+
+
+@contextmanager
+def _torch_threads(n: int):
+    """torch's thread pool at ``n`` threads for the duration, restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 #: Below this many events the k-NN search runs in one call; above, in equal chunks of at least half this, so that
 #: the core the window view held joins the search as soon as the window view is done (see :func:`_search_beside`).
 SEARCH_CHUNK = 16_384
@@ -222,7 +237,7 @@ class FittedPipeline:
         det = self.detector
         members, window_scored = [], None
         use_window = self.window is not None and views == "all" and n > 0
-        all_threads = faiss.omp_get_max_threads()
+        all_threads, torch_threads = faiss.omp_get_max_threads(), torch.get_num_threads()
         beside = use_window and n >= BESIDE_MIN_EVENTS
         spare = _one_core_spared() if beside else nullcontext()
         runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="obsad-window") if beside else _InTurn()
@@ -236,7 +251,14 @@ class FittedPipeline:
                 # times only) while the events are encoded and embedded, its statistics while FAISS searches
                 assign_job = background.submit(self.window.assign, framed)
             features = self.encoder.transform(events)
-            z = self.embed(features)
+            if beside and EMBED_ON_EVERY_CORE:
+                # the window thread has nothing to do until the vectors exist: once its windows are assigned
+                # (waited for, so that the thread count never depends on timing), the embedding takes every core
+                assign_job.result()
+                with _torch_threads(torch_threads):
+                    z = self.embed(features)
+            else:
+                z = self.embed(features)
             if assign_job is not None:
                 window_job = background.submit(
                     lambda vectors: self.window.view_scores((framed, vectors), assigned=assign_job.result()),
