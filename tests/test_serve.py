@@ -115,6 +115,16 @@ def expected_scores(package: Path, events: list) -> pd.DataFrame:
     return pipeline.score(frame).reset_index(drop=True)
 
 
+def assert_scores_equal(body: dict, package: Path, events: list) -> None:
+    got = pd.DataFrame(body["results"])
+    want = expected_scores(package, events)
+    np.testing.assert_allclose(got["score"].to_numpy(), want["score"].to_numpy(), rtol=0, atol=1e-6)
+    assert got["is_anomaly"].tolist() == want["is_anomaly"].tolist()
+    assert got["view"].tolist() == want["view"].tolist()
+    assert [", ".join(t) for t in got["top_features"]] == want["top_features"].tolist()
+    assert got["event_uid"].tolist() == [e["metadata"]["uid"] for e in events]
+
+
 def metric_values(server) -> dict[tuple[str, tuple], float]:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -144,13 +154,8 @@ def test_batch_scores_equal_pipeline_and_obsad_score(server):
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["views"] == "all" and body["n_scored"] == 40 and len(body["results"]) == 40
+    assert_scores_equal(body, server["served"], events)
     got = pd.DataFrame(body["results"])
-    want = expected_scores(server["served"], events)
-    np.testing.assert_allclose(got["score"].to_numpy(), want["score"].to_numpy(), rtol=0, atol=1e-6)
-    assert got["is_anomaly"].tolist() == want["is_anomaly"].tolist()
-    assert got["view"].tolist() == want["view"].tolist()
-    assert [", ".join(t) for t in got["top_features"]] == want["top_features"].tolist()
-    assert got["event_uid"].tolist() == [e["metadata"]["uid"] for e in events]
     # the same events through the command line
     export, out = server["root"] / "batch.json", server["root"] / "batch_scores.parquet"
     export.write_text(json.dumps(events))
@@ -363,6 +368,28 @@ def replace_package(target: Path, source: Path) -> None:
     shutil.rmtree(old)
 
 
+def reload_under_load(server, batch_of, n_clients: int) -> tuple[httpx.Response, list[tuple[int, str | None]]]:
+    """``n_clients`` clients scoring ``batch_of(i)`` over and over while the package is reloaded: the reload's
+    answer and every (status, model version) the clients got."""
+    client = server["client"]
+    stop, answers = threading.Event(), []
+
+    def fire(i: int) -> None:
+        with httpx.Client(base_url=client.base_url, timeout=60) as own:
+            while not stop.is_set():
+                r = own.post("/v1/score", json={"events": batch_of(i)}, headers=AUTH)
+                answers.append((r.status_code, r.json().get("model_version")))
+
+    with ThreadPoolExecutor(n_clients) as pool:
+        for i in range(n_clients):
+            pool.submit(fire, i)
+        time.sleep(0.5)
+        reloaded = client.post("/v1/admin/reload", headers=AUTH)
+        time.sleep(0.5)
+        stop.set()
+    return reloaded, answers
+
+
 def test_reload_refuses_a_tampered_package_and_keeps_serving(server):
     client = server["client"]
     version = client.get("/healthz").json()["model_version"]
@@ -386,22 +413,7 @@ def test_reload_under_load_loses_no_request(server):
     old = client.get("/healthz").json()["model_version"]
     reloads_before = metric(metric_values(server), "obsad_model_reloads_total", result="ok")
     replace_package(server["served"], server["challenger"])
-    stop, answers = threading.Event(), []
-
-    def fire(i: int) -> None:
-        with httpx.Client(base_url=client.base_url, timeout=60) as own:
-            while not stop.is_set():
-                batch = events[i % 50:i % 50 + (1 if i % 2 else 20)]
-                r = own.post("/v1/score", json={"events": batch}, headers=AUTH)
-                answers.append((r.status_code, r.json().get("model_version")))
-
-    with ThreadPoolExecutor(4) as pool:
-        for i in range(4):
-            pool.submit(fire, i)
-        time.sleep(0.5)
-        reloaded = client.post("/v1/admin/reload", headers=AUTH)
-        time.sleep(0.5)
-        stop.set()
+    reloaded, answers = reload_under_load(server, lambda i: events[i % 50:i % 50 + (1 if i % 2 else 20)], 4)
     assert reloaded.status_code == 200, reloaded.text
     new = reloaded.json()["model_version"]
     assert reloaded.json()["previous_version"] == old and new != old
@@ -529,16 +541,6 @@ def shadow_files_of(directory: Path, uids: set[str], timeout: float = 30) -> dic
     return found
 
 
-def assert_scores_equal(body: dict, package: Path, events: list) -> None:
-    got = pd.DataFrame(body["results"])
-    want = expected_scores(package, events)
-    np.testing.assert_allclose(got["score"].to_numpy(), want["score"].to_numpy(), rtol=0, atol=1e-6)
-    assert got["is_anomaly"].tolist() == want["is_anomaly"].tolist()
-    assert got["view"].tolist() == want["view"].tolist()
-    assert [", ".join(t) for t in got["top_features"]] == want["top_features"].tolist()
-    assert got["event_uid"].tolist() == [e["metadata"]["uid"] for e in events]
-
-
 def test_workers_score_batches_in_their_own_processes_as_the_service_does(pooled):
     from obsad.serve.app import POOL_MIN_BODY_BYTES
 
@@ -592,22 +594,7 @@ def test_workers_reload_together_and_refuse_together(pooled):
         config.write_bytes(original)
     assert {score(pooled, events[:60]).json()["model_version"] for _ in range(4)} == {old}
     replace_package(pooled["served"], pooled["challenger"])
-    stop, answers = threading.Event(), []
-
-    def fire(i: int) -> None:
-        with httpx.Client(base_url=client.base_url, timeout=60) as own:
-            while not stop.is_set():
-                batch = events[:60] if i % 2 else events[i:i + 3]
-                r = own.post("/v1/score", json={"events": batch}, headers=AUTH)
-                answers.append((r.status_code, r.json().get("model_version")))
-
-    with ThreadPoolExecutor(3) as threads:
-        for i in range(3):
-            threads.submit(fire, i)
-        time.sleep(0.5)
-        reloaded = client.post("/v1/admin/reload", headers=AUTH)
-        time.sleep(0.5)
-        stop.set()
+    reloaded, answers = reload_under_load(pooled, lambda i: events[:60] if i % 2 else events[i:i + 3], 3)
     assert reloaded.status_code == 200, reloaded.text
     new = reloaded.json()["model_version"]
     assert new != old and all(status == 200 for status, _ in answers), answers

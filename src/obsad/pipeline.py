@@ -82,10 +82,6 @@ def _one_core_spared():
         faiss.omp_set_num_threads(faiss_threads)
 
 
-#: On a large batch, embed on every core once the window view's windows are assigned (see :meth:`FittedPipeline.score`).
-EMBED_ON_EVERY_CORE = True
-
-
 @contextmanager
 def _torch_threads(n: int):
     """torch's thread pool at ``n`` threads for the duration, restored afterwards."""
@@ -251,7 +247,7 @@ class FittedPipeline:
                 # times only) while the events are encoded and embedded, its statistics while FAISS searches
                 assign_job = background.submit(self.window.assign, framed)
             features = self.encoder.transform(events)
-            if beside and EMBED_ON_EVERY_CORE:
+            if beside:
                 # the window thread has nothing to do until the vectors exist: once its windows are assigned
                 # (waited for, so that the thread count never depends on timing), the embedding takes every core
                 assign_job.result()
