@@ -211,3 +211,19 @@ def test_knn_rebuilt_from_reference_scores_like_the_fitted_one():
     with pytest.raises(ValueError, match="more than k"):
         KNNDetector.from_reference(train[:3], fitted.train_scores_, 0.1, k=5)
 
+
+
+@pytest.mark.parametrize("width", [1, 2, 4, 8, 9])
+def test_row_max_is_the_max_over_columns_nan_and_infinities_included(width):
+    from obsad.detect.base import row_max
+
+    rng = np.random.default_rng(width)
+    values = rng.standard_normal((500, width))
+    values[rng.random(values.shape) < 0.05] = -np.inf
+    values[rng.random(values.shape) < 0.02] = np.inf
+    values[rng.random(values.shape) < 0.02] = np.nan
+    got = row_max(values)
+    np.testing.assert_array_equal(got, values.max(axis=1))
+    assert got.dtype == values.dtype
+    assert row_max(values[:0]).shape == (0,)
+    assert not np.shares_memory(got, values)

@@ -37,6 +37,18 @@ def as_float32(X) -> np.ndarray:
     return X
 
 
+def row_max(values: np.ndarray) -> np.ndarray:
+    """``values.max(axis=1)`` of a tall, narrow array (a few columns): one ``np.maximum`` per column, over all rows
+    at once. numpy reduces each short row on its own (~3x slower for four columns); the same values, NaN included
+    (both propagate it)."""
+    if values.shape[1] == 0 or values.shape[1] > 8:
+        return values.max(axis=1)
+    out = values[:, 0].copy()
+    for j in range(1, values.shape[1]):
+        np.maximum(out, values[:, j], out=out)
+    return out
+
+
 def max_by_group(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
     """Per row, the max of ``values[:, j]`` over outputs ``j`` of each group (vectorised over rows)."""
     out = np.zeros((values.shape[0], n_groups), dtype=np.float64)

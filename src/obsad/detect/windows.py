@@ -61,7 +61,7 @@ import scipy.sparse as sp
 
 from ..features import values as V
 from ..features.text import template_array
-from .base import BaseDetector, max_by_group, require_fitted
+from .base import BaseDetector, max_by_group, require_fitted, row_max
 
 STATISTICS = ("embedding_shift", "field_shift", "rate", "drift")
 _MEMORY = ("n", "s1", "s2", "lc_sum", "n_win", "g_lc", "typical_bucket", "train_keys", "train_counts")
@@ -851,7 +851,7 @@ class EntityWindowDetector(BaseDetector):
         for j, (view, w) in enumerate(zip(self.views_, assigned)):
             w = self._statistics(view, w, vectors, mean=means[j])
             if len(w.rows) or not _SHORTCUTS:
-                out[w.rows, j] = self._event_z(view, w).max(axis=1)
+                out[w.rows, j] = row_max(self._event_z(view, w))
             windows.append(w)
         return out, windows
 
@@ -923,7 +923,7 @@ class EntityWindowDetector(BaseDetector):
         median = np.stack([views[j].median for j in used])[np.repeat(np.arange(len(used)), n_win)]
         scale = np.stack([views[j].scale for j in used])[np.repeat(np.arange(len(used)), n_win)]
         z = _calibrated_z(stats, median, scale, window_of_row, credit, drift_credit)  # _event_z, all views at once
-        out[rows, view_of_window[window_of_row]] = z.max(axis=1)
+        out[rows, view_of_window[window_of_row]] = row_max(z)
         for k, (j, w) in enumerate(zip(used, parts)):
             a, b, ra, rb = wfirst[k], wfirst[k + 1], rfirst[k], rfirst[k + 1]
             windows[j] = _Windows(w.rows, w.window_of_row, w.entity, w.value, w.start_ms, w.count, stats[a:b],
