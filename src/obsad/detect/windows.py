@@ -600,10 +600,13 @@ class EntityWindowDetector(BaseDetector):
         is carried by every event of the window alike and is not credited.
         """
         column = int(self.n_embedding) + field
-        windows = np.arange(len(column))  # per window first, then spread to its events (1-d gathers)
-        direction, mean, inv_sd = (a[windows, column] for a in (signed, base_mean, base_inv_sd))
-        own = (vectors[rows, column[window_of_row]] - mean[window_of_row]) * inv_sd[window_of_row]
-        moved = np.sign(direction)[window_of_row] * own / float(self.credit_scale)
+        # per window first, then spread to its events; every gather a 1-d take at flat positions (numpy's
+        # two-array indexing a[rows, cols] costs twice as much)
+        at_window = np.arange(len(column)) * signed.shape[1] + column
+        direction, mean, inv_sd = (a.reshape(-1).take(at_window) for a in (signed, base_mean, base_inv_sd))
+        x = vectors.reshape(-1).take(rows * vectors.shape[1] + column.take(window_of_row))
+        own = (x - mean.take(window_of_row)) * inv_sd.take(window_of_row)
+        moved = np.sign(direction).take(window_of_row) * own / float(self.credit_scale)
         return np.clip(at_mean + (1.0 - at_mean) * moved, 0.0, 1.0).astype(np.float32)
 
     def _drift(self, signed: np.ndarray, group: np.ndarray) -> np.ndarray:
