@@ -542,3 +542,30 @@ def test_json_columns_parsed_at_once_load_as_one_at_a_time(monkeypatch):
     pd.testing.assert_frame_equal(at_once.report.problems, one_by_one.report.problems)
     assert at_once.events["a.b.c"].notna().all()
     assert (at_once.report.problems["field"] == "z").sum() == n // 500
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["arrow", "python"])
+def test_json_columns_expand_only_into_requested_columns(broken):
+    """With ``columns``, a JSON-string column expands only into the keys that can make them (a requested key, a
+    key under a requested name, a JSON string inside that leads to one), with the values of a whole expansion;
+    ``broken``: a malformed text sends the column through the per-value parse, reported the same either way."""
+    n = 300
+    texts = [json.dumps({"tenant": f"t{i % 4}", "noise": i, "deep": {"keep": i % 3, "drop": "x"},
+                         "inner": json.dumps({"want": i % 7, "skip": 1}), "obj": {"a": i, "b": -i}})
+             for i in range(n)]
+    if broken:
+        texts[5] = "{not json"
+    records = [{"class_uid": 3002, "unmapped": t} for t in texts]
+    wanted = ["class_uid", "unmapped.tenant", "unmapped.deep.keep", "unmapped.inner.want", "unmapped.obj"]
+    whole = load_events(records)
+    some = load_events(records, columns=wanted)
+    unwanted = {"unmapped.noise", "unmapped.deep.drop", "unmapped.inner.skip", "unmapped.obj.a"}
+    assert unwanted <= set(whole.events.columns)
+    expanded = set(some.report.expanded["unmapped"])
+    assert {"unmapped.tenant", "unmapped.deep.keep", "unmapped.inner", "unmapped.obj.a", "unmapped.obj.b"} <= expanded
+    assert not expanded & {"unmapped.noise", "unmapped.deep.drop"}
+    assert some.report.expanded["unmapped.inner"] == ["unmapped.inner.want"]
+    for column in ["class_uid", "unmapped.tenant", "unmapped.deep.keep", "unmapped.inner.want"]:
+        pd.testing.assert_series_equal(some.events[column], whole.events[column], check_exact=True)
+    assert some.events["unmapped.tenant"].notna().sum() == n - broken
+    pd.testing.assert_frame_equal(some.report.problems, whole.report.problems)

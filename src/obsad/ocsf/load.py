@@ -602,6 +602,13 @@ class _Wanted:
             known = self.known_top[key] = self._top_of(key)
         return known
 
+    def keeps(self, name: str) -> bool:
+        """Whether a dotted ``name`` found inside a column (a key of a JSON-string column) can make a requested
+        column: it is one, lies under one, or leads to one."""
+        if name in self.names or name in self.leading:
+            return True
+        return any(name[:i] in self.names for i, ch in enumerate(name) if ch == ".")
+
     def _top_of(self, key: str) -> tuple[bool, bool]:
         for cand in (key, ocsf_dotted_name(key)):
             if cand in self.names:
@@ -937,14 +944,16 @@ def _arrow_series(col: pa.ChunkedArray | pa.Array) -> pd.Series:
     return _normalise_dtype(pd.Series(s).reset_index(drop=True))
 
 
-def _flatten_structs(names: list[str], cols: list[pa.ChunkedArray]) -> dict[str, pd.Series]:
-    """Struct columns -> dotted leaf Series (a null parent makes its leaves null)."""
+def _flatten_structs(names: list[str], cols: list[pa.ChunkedArray], keep=None) -> dict[str, pd.Series]:
+    """Struct columns -> dotted leaf Series (a null parent makes its leaves null); ``keep(name)``: which leaves
+    to convert (all when None)."""
     if not cols:
         return {}
     sub = pa.table(cols, names=names)
     while any(pa.types.is_struct(t) for t in sub.schema.types):
         sub = sub.flatten()
-    return {str(name): _arrow_series(col) for name, col in zip(sub.column_names, sub.columns)}
+    return {str(name): _arrow_series(col) for name, col in zip(sub.column_names, sub.columns)
+            if keep is None or keep(str(name))}
 
 
 def _without_temporal(t: pa.DataType) -> pa.DataType:
@@ -1188,7 +1197,10 @@ def _parse_at_once(texts: dict[str, pd.Series]) -> dict[str, Future]:
     return futures
 
 
-def _expand_json_columns(b: _Builder) -> None:
+def _expand_json_columns(b: _Builder, wanted: _Wanted | None = None) -> None:
+    """Columns of JSON texts (objects or arrays, judged on a sample) -> their keys as columns (objects) or parsed
+    arrays (summarised later); JSON inside JSON a few levels deep. ``wanted``: only the keys that can make the
+    requested columns are kept (as the readers do for every other column)."""
     pending = sorted(b.cols)
     for _ in range(5):  # JSON inside JSON, a few levels at most
         changed = False
@@ -1205,7 +1217,7 @@ def _expand_json_columns(b: _Builder) -> None:
                 continue
             s, nn, kind, stripped, starts = candidate
             parsed_table = future.result() if future is not None else _NOT_PARSED
-            if starts.all() and _expand_json_arrow(b, name, stripped, kind, parsed_table):
+            if starts.all() and _expand_json_arrow(b, name, stripped, kind, parsed_table, wanted):
                 changed = changed or kind is dict
                 continue
             parsed = [_loads_or_none(v) for v in stripped.to_numpy(dtype=object)]
@@ -1230,9 +1242,13 @@ def _expand_json_columns(b: _Builder) -> None:
             else:
                 del b.cols[name]
                 store: dict[str, tuple[list[int], list[Any]]] = {}
+                under = wanted is not None and name in wanted.names
                 for r, v, g in zip(rows, parsed, good):
                     if g and v:
-                        _walk_nested(v, f"{name}.", int(r), store)
+                        if wanted is None:
+                            _walk_nested(v, f"{name}.", int(r), store)
+                        else:
+                            _walk_nested_wanted(v, f"{name}.", int(r), store, wanted, under)
                 created = b.add_store(store, f"the JSON column {name!r}")
                 b.expanded[name] = created
                 changed = True
@@ -1283,9 +1299,10 @@ def _json_lines_buffer(texts: pd.Series) -> pa.Buffer | bytes:
 _NOT_PARSED = object()
 
 
-def _expand_json_arrow(b: _Builder, name: str, texts: pd.Series, kind: type, table=_NOT_PARSED) -> bool:
+def _expand_json_arrow(b: _Builder, name: str, texts: pd.Series, kind: type, table=_NOT_PARSED,
+                       wanted: _Wanted | None = None) -> bool:
     """Parse a column of JSON texts with Arrow (vectorised); False if Arrow refuses (then parse per value).
-    ``table``: Arrow's parse of ``texts`` when already done (:func:`_parse_at_once`)."""
+    ``table``: Arrow's parse of ``texts`` when already done (:func:`_parse_at_once`); ``wanted``: the keys kept."""
     if table is _NOT_PARSED:
         table = _read_json_arrow(_json_lines_buffer(texts))
     if table is None or table.num_rows != len(texts) or table.column_names != ["v"]:
@@ -1297,7 +1314,7 @@ def _expand_json_arrow(b: _Builder, name: str, texts: pd.Series, kind: type, tab
     if kind is dict:
         if not pa.types.is_struct(col.type):
             return False
-        children = _flatten_structs([name], [col])
+        children = _flatten_structs([name], [col], None if wanted is None else wanted.keeps)
         del b.cols[name]
         for child in sorted(children):
             b.merge(child, _scatter(children[child], rows, b.n), f"the JSON column {name!r}")
@@ -1983,7 +2000,7 @@ def load_events(source: Any, *, columns: Sequence[str] | None = None) -> LoadRes
     b, label, fmt, position, n_input, parse_problems = _read(source, columns)
     _rename_underscored(b)
     _merge_nested(b)
-    _expand_json_columns(b)
+    _expand_json_columns(b, _Wanted(columns) if columns is not None else None)
     _resolve_object_scalar_conflicts(b)
     _summarise_arrays(b)
     _coerce_text_columns(b, skip={"time", "time_dt"} | b.derived)
