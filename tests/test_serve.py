@@ -623,3 +623,20 @@ def test_a_scoring_process_that_dies_is_replaced(pooled):
         pytest.fail("the scoring process was not replaced:\n" + pooled["log"].read_text()[-3000:])
     assert all(score(pooled, events[:60]).status_code == 200 for _ in range(4))
     assert "exited" in pooled["log"].read_text()
+
+
+def test_rows_with_values_matches_notna_any_over_the_columns():
+    """The check that a batch's event holds at least one field the model reads: every dtype the loader gives."""
+    from obsad.serve.scoring import _rows_with_values
+
+    frame = pd.DataFrame({
+        "a": pd.array([1, None, None, None, 5], dtype="Int64"),
+        "b": pd.array(["x", None, None, "y", None], dtype="string[pyarrow]"),
+        "c": [np.nan, np.nan, 2.5, np.nan, np.nan],
+        "d": pd.Series([None, None, None, {"k": 1}, None], dtype=object),
+        "e": pd.array([None, None, None, None, True], dtype="boolean"),
+    })
+    for columns in (["a", "b", "c", "d", "e"], ["a", "b"], ["d"], ["c", "a"], []):
+        expected = frame[columns].notna().any(axis=1).to_numpy() if columns else np.zeros(len(frame), dtype=bool)
+        np.testing.assert_array_equal(_rows_with_values(frame, columns), expected)
+    assert not _rows_with_values(frame, ["a", "b", "c", "d", "e"])[1]

@@ -154,6 +154,18 @@ class LoadedBatch:
     n_requested: int
 
 
+def _rows_with_values(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """Which rows hold a value in at least one of ``columns``: column after column on its own array, stopping
+    once every row has one (usually after the first column; a sub-frame's ``notna().any(axis=1)`` cost ~3 ms
+    on a thousand events)."""
+    has = np.zeros(len(frame), dtype=bool)
+    for column in columns:
+        has |= ~np.asarray(pd.isna(frame[column].array), dtype=bool)
+        if has.all():
+            break
+    return has
+
+
 def load_batch(events: list, columns: list[str], model_columns: list[str]) -> LoadedBatch:
     """Per-event checks, then :func:`obsad.ocsf.load_events` on the events that pass (``columns`` kept).
 
@@ -187,8 +199,7 @@ def load_batch(events: list, columns: list[str], model_columns: list[str]) -> Lo
                 + problems["detail"].astype(str)).to_numpy(dtype=object)
         for row in np.unique(rows[rows >= 0]):
             warnings[int(slots[row])] = text[rows == row].tolist()
-    present = [c for c in model_columns if c in frame.columns]
-    empty = ~frame[present].notna().any(axis=1).to_numpy() if present else np.ones(len(frame), dtype=bool)
+    empty = ~_rows_with_values(frame, [c for c in model_columns if c in frame.columns])
     if empty.any():
         shown = ", ".join(model_columns[:6]) + (", ..." if len(model_columns) > 6 else "")
         for row in np.flatnonzero(empty):
