@@ -569,3 +569,31 @@ def test_json_columns_expand_only_into_requested_columns(broken):
         pd.testing.assert_series_equal(some.events[column], whole.events[column], check_exact=True)
     assert some.events["unmapped.tenant"].notna().sum() == n - broken
     pd.testing.assert_frame_equal(some.report.problems, whole.report.problems)
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
+def test_multi_line_json_texts_expand_like_one_line_texts(newline, tmp_path, monkeypatch):
+    """JSON texts written over several lines (pretty-printed) expand to the same columns and values as the same
+    texts on one line, from a frame and from a Parquet file, and still through Arrow's vectorised parse (its reader
+    takes one text per line, so the line breaks between tokens must be found; a newline escaped inside a string
+    stays in the value)."""
+    import obsad.ocsf.load as loader
+
+    n = 40
+    rows = [{"user": f"u{i % 3}", "note": f"line one\\nline {i}", "tags": ["a", "b"][: i % 3]} for i in range(n)]
+    pretty = [json.dumps(r, indent=2).replace("\n", newline) for r in rows]
+    flat = [json.dumps(r) for r in rows]
+    expected = load_events(pd.DataFrame({"class_uid": 3002, "unmapped": flat}))
+    assert {"unmapped.user", "unmapped.note"} <= set(expected.events.columns)
+    assert expected.events["unmapped.note"].iloc[7] == "line one\\nline 7"
+    frame = pd.DataFrame({"class_uid": 3002, "unmapped": pretty})
+    frame.to_parquet(tmp_path / "pretty.parquet")
+
+    def per_value_parse(text):
+        raise AssertionError("the multi-line texts left Arrow's parse for the per-value one")
+
+    monkeypatch.setattr(loader, "_loads_or_none", per_value_parse)
+    monkeypatch.setattr(loader, "_JSON_BLOCK_BYTES", 512)  # many blocks, as in a large export
+    for got in (load_events(frame), load_events(tmp_path / "pretty.parquet")):
+        pd.testing.assert_frame_equal(got.events, expected.events, check_exact=True)
+        assert got.report.problems.empty

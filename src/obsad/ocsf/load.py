@@ -969,10 +969,15 @@ def _without_temporal(t: pa.DataType) -> pa.DataType:
     return t
 
 
+#: Arrow's JSON reader parses its input in blocks of this many bytes, each cut at a line break (so one object per
+#: line, or objects that break across blocks).
+_JSON_BLOCK_BYTES = 1 << 24
+
+
 def _read_json_arrow(buf: bytes) -> pa.Table | None:
     """Arrow's multithreaded reader for newline-delimited JSON objects; None when it refuses the input
     (a malformed line, a value whose type changes between lines, ...): the caller then parses line by line."""
-    opts = pj.ReadOptions(block_size=1 << 24)
+    opts = pj.ReadOptions(block_size=_JSON_BLOCK_BYTES)
     try:
         table = pj.read_json(pa.BufferReader(buf), read_options=opts)
         schema = pa.schema([pa.field(f.name, _without_temporal(f.type)) for f in table.schema])
@@ -1276,9 +1281,13 @@ def _json_lines_buffer(texts: pd.Series) -> pa.Buffer | bytes:
         if isinstance(arr, pa.ChunkedArray):
             arr = arr.combine_chunks()
         arr = arr.cast(pa.large_string())
-        # raw newlines can only be whitespace between JSON tokens: make each text one line
+        # raw newlines can only be whitespace between JSON tokens: make each text one line. Whether there are
+        # any is read off the character buffer (a copy and a memchr: ~0.6 ms per MB, where a per-text substring match
+        # costs ~3 ms); bytes outside the array's slice can only cause a needless, harmless replace.
+        chars = arr.buffers()[2]
+        chars = chars.to_pybytes() if chars is not None else b""
         for ch in ("\n", "\r"):
-            if pc.any(pc.match_substring(arr, ch)).as_py():
+            if chars.find(ch.encode()) >= 0:
                 arr = pc.replace_substring(arr, ch, " ")
         wrapped = pc.binary_join_element_wise(
             pa.scalar('{"v":', pa.large_string()),
