@@ -192,6 +192,28 @@ def test_all_missing_columns_of_any_dtype_encode_as_absent_ones(batches, fitted)
     assert_same_features(chunked.transform(base), encoder.transform(base))
 
 
+def test_all_missing_columns_agrees_with_counting_each_column():
+    """The block-wise test (Arrow's null counts, masks, ``isna`` of the rest) names exactly the columns whose
+    ``count()`` is 0, for every dtype the loader or a user's frame can hold; a NaN in an Arrow float column is a
+    value there (Arrow's null is the missing value), as ``count()`` has it."""
+    import pyarrow as pa
+
+    one_value = {"object": "x", "float64": 1.5, "Int64": 3, "boolean": True, "str": "x", "string[pyarrow]": "x",
+                 "datetime64[ms, UTC]": pd.Timestamp("2026-01-01", tz="UTC"), "category": "x",
+                 pd.ArrowDtype(pa.float64()): 1.5, pd.ArrowDtype(pa.int64()): 3, pd.ArrowDtype(pa.large_string()): "x"}
+    columns = {}
+    for k, (dtype, value) in enumerate(one_value.items()):
+        columns[f"empty{k}"] = pd.Series([None] * 5, dtype=dtype)
+        columns[f"some{k}"] = pd.Series([None] * 4 + [value], dtype=dtype)
+    columns["arrow_nan"] = pd.Series(pa.array([float("nan")] + [None] * 4), dtype=pd.ArrowDtype(pa.float64()))
+    frame = pd.DataFrame(columns)
+    expected = {f"empty{k}" for k in range(len(one_value))}
+    assert {c for c in frame.columns if frame[c].count() == 0} == expected
+    assert values_module.all_missing_columns(frame, list(frame.columns)) == expected
+    assert values_module.all_missing_columns(frame.iloc[:4], list(frame.columns)) == set(frame.columns) - {"arrow_nan"}
+    assert values_module.all_missing_columns(frame, ["some0", "empty0"]) == {"empty0"}
+
+
 def test_dict_lookups_agree_with_arrow_lookups():
     vocab = ["a", "b", "é", "", "b"]  # a duplicate: the first position counts, as Arrow finds it
     import pyarrow as pa

@@ -323,7 +323,11 @@ def all_missing_columns(df: pd.DataFrame, keys: list) -> set:
     empty = np.zeros(len(columns), dtype=bool)
     try:
         for block in df._mgr.blocks:
-            missing = np.asarray(pd.isna(block.values), dtype=bool)
+            values = block.values
+            if isinstance(values, pd.arrays.ArrowExtensionArray):  # Arrow counts its nulls: no mask to build
+                empty[block.mgr_locs.as_array] = values._pa_array.null_count == len(values)
+                continue
+            missing = np.asarray(pd.isna(values), dtype=bool)
             empty[block.mgr_locs.as_array] = missing.all(axis=-1) if missing.ndim == 2 else missing.all()
     except AttributeError:  # pragma: no cover - another pandas: the public, slower way
         return {key for key in keys if df[key].count() == 0}
