@@ -520,8 +520,10 @@ def test_blank_lines_empty_objects_and_bad_json_text_cells(tmp_path):
 
 
 def test_json_columns_parsed_at_once_load_as_one_at_a_time(monkeypatch):
-    """Large JSON-string columns are parsed by Arrow on threads, all candidates of a round at once: the same table
-    and problems as one column after the other, including a column that an earlier one expands into."""
+    """Large JSON-string columns are parsed by Arrow on threads, each started once its column is judged, the
+    columns that look like JSON judged first: the same table and problems as one column after the other, including
+    a column that an earlier one expands into, one whose JSON starts after 16 empty rows, and one whose first rows
+    only look like JSON."""
     import obsad.ocsf.load as loader
 
     n = 12_000
@@ -533,9 +535,11 @@ def test_json_columns_parsed_at_once_load_as_one_at_a_time(monkeypatch):
         "a": a,
         "a.b": [json.dumps({"c": -1}) if v is None else None for v in a],  # filled by "a" in the same round
         "z": [f"{{not json {i}" if i % 500 == 0 else json.dumps({"k": i}) for i in range(n)],
+        "late": [None] * 20 + [json.dumps({"m": i % 4}) for i in range(n - 20)],
+        "brace": ["{braced} words"] * 16 + [f"plain {i}" for i in range(n - 16)],
     })
     at_once = load_events(frame)
-    assert {"x.user", "x.n", "a.b.c", "z.k"} <= set(at_once.events.columns)
+    assert {"x.user", "x.n", "a.b.c", "z.k", "late.m", "brace"} <= set(at_once.events.columns)
     monkeypatch.setattr(loader, "_JSON_AT_ONCE_MIN", 10 ** 12)
     one_by_one = load_events(frame)
     pd.testing.assert_frame_equal(at_once.events, one_by_one.events, check_exact=True)

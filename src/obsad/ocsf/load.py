@@ -1187,19 +1187,49 @@ def _json_candidate(b: _Builder, name: str):
     return None
 
 
-#: From this many JSON texts in all, the candidate columns of a round are parsed by Arrow at once, on threads
-#: (Arrow's reader releases Python's lock; one column of one block is parsed on one core).
-_JSON_AT_ONCE_MIN = 20_000
+#: A column of at least this many JSON texts is parsed by Arrow on a thread of its own, started as soon as the
+#: column is judged, while the other columns are judged and expanded (Arrow's reader releases Python's lock; one
+#: column of one block is parsed on one core). Fewer texts parse in the time a thread takes to start.
+_JSON_AT_ONCE_MIN = 4096
 
 
-def _parse_at_once(texts: dict[str, pd.Series]) -> dict[str, Future]:
-    """Arrow's parse of each column of JSON texts, started on threads (empty when too few texts to gain)."""
-    if len(texts) < 2 or sum(len(t) for t in texts.values()) < _JSON_AT_ONCE_MIN:
-        return {}
-    pool = ThreadPoolExecutor(max_workers=min(len(texts), os.cpu_count() or 1), thread_name_prefix="obsad-json")
-    futures = {name: pool.submit(lambda t: _read_json_arrow(_json_lines_buffer(t)), t) for name, t in texts.items()}
-    pool.shutdown(wait=False)
-    return futures
+class _JsonParses:
+    """Arrow's parses of JSON-text columns, each started on a thread when its column is judged (see
+    :data:`_JSON_AT_ONCE_MIN`); ``get(name)`` is the future of a started parse, or None."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._futures: dict[str, Future] = {}
+
+    def start(self, name: str, texts: pd.Series) -> None:
+        if len(texts) < _JSON_AT_ONCE_MIN:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="obsad-json")
+        self._futures[name] = self._pool.submit(lambda t: _read_json_arrow(_json_lines_buffer(t)), texts)
+
+    def get(self, name: str) -> Future | None:
+        return self._futures.get(name)
+
+    def close(self) -> None:
+        """No more parses: the threads end once the started ones are done (their results stay readable)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+
+def _json_looking_first(b: _Builder, names: list[str]) -> list[str]:
+    """``names`` with the text columns whose first few present values open a JSON object or array moved to the
+    front (a glance at 16 rows, for the order of judging only, which changes no result): their parses then start
+    before, and run while, the other columns are judged."""
+    def looks_json(name: str) -> bool:
+        s = b.cols.get(name)
+        if s is None or not (_is_string_col(s) or s.dtype == object):
+            return False
+        return any(isinstance(v, str) and v.lstrip()[:1] in ("{", "[") for v in s.array[:16])
+
+    first = [name for name in names if looks_json(name)]
+    chosen = set(first)
+    return first + [name for name in names if name not in chosen]
 
 
 def _expand_json_columns(b: _Builder, wanted: _Wanted | None = None) -> None:
@@ -1211,8 +1241,15 @@ def _expand_json_columns(b: _Builder, wanted: _Wanted | None = None) -> None:
         changed = False
         before = set(b.cols)
         initial = {name: b.cols.get(name) for name in pending}
-        candidates = {name: c for name in pending if (c := _json_candidate(b, name)) is not None}
-        parsing = _parse_at_once({name: c[3] for name, c in candidates.items() if c[4].all()})
+        candidates = {}
+        parsing = _JsonParses()
+        for name in _json_looking_first(b, pending):
+            candidate = _json_candidate(b, name)
+            if candidate is not None:
+                candidates[name] = candidate
+                if candidate[4].all():
+                    parsing.start(name, candidate[3])
+        parsing.close()
         for name in pending:
             if b.cols.get(name) is initial[name]:
                 candidate, future = candidates.get(name), parsing.get(name)
@@ -1311,7 +1348,7 @@ _NOT_PARSED = object()
 def _expand_json_arrow(b: _Builder, name: str, texts: pd.Series, kind: type, table=_NOT_PARSED,
                        wanted: _Wanted | None = None) -> bool:
     """Parse a column of JSON texts with Arrow (vectorised); False if Arrow refuses (then parse per value).
-    ``table``: Arrow's parse of ``texts`` when already done (:func:`_parse_at_once`); ``wanted``: the keys kept."""
+    ``table``: Arrow's parse of ``texts`` when already done (:class:`_JsonParses`); ``wanted``: the keys kept."""
     if table is _NOT_PARSED:
         table = _read_json_arrow(_json_lines_buffer(texts))
     if table is None or table.num_rows != len(texts) or table.column_names != ["v"]:
