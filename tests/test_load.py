@@ -601,3 +601,35 @@ def test_multi_line_json_texts_expand_like_one_line_texts(newline, tmp_path, mon
     for got in (load_events(frame), load_events(tmp_path / "pretty.parquet")):
         pd.testing.assert_frame_equal(got.events, expected.events, check_exact=True)
         assert got.report.problems.empty
+
+
+ISO_TIMES = ["2026-03-04T00:00:00Z", "2026-03-04T00:00:00.1Z", "2026-03-04T00:00:00.123Z", "2026-03-04T00:00:00.1234Z",
+             "1500-01-01T00:00:00Z", "2300-01-01T00:00:00Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z",
+             "2026-12-31T23:59:60Z", "2026-03-04T24:00:00Z", "2026-03-04T00:00:00+0200", "2026-03-04T00:00:00+02",
+             "2026-03-04T00:00:00-05:30", "2026-03-04T00:00", "2026-03-04 00:00:00", "2026-3-4T00:00:00Z",
+             "2026-02-30T00:00:00Z", "2026-03-04T00:00:00+25:00", "1969-12-31T23:59:59.999Z", "2026-03-04",
+             "2026-03-04T00:00:00.000000000Z", "not a time"]
+
+
+@pytest.mark.parametrize("text", ISO_TIMES)
+def test_iso_times_read_by_arrow_as_pandas_reads_them(text, monkeypatch):
+    """Arrow's cast reads a column of ISO 8601 times when it can read all of them; whatever it reads, and whatever
+    it leaves to pandas, the times, units and problems are those of pandas' parse alone."""
+    import obsad.ocsf.load as loader
+
+    frame = pd.DataFrame({"class_uid": [3002] * 3, "time": [text, "2026-01-01T00:00:00Z", text]})
+    fast = load_events(frame)
+    monkeypatch.setattr(loader, "_iso_ms_arrow", lambda text: None)
+    slow = load_events(frame)
+    pd.testing.assert_frame_equal(fast.events, slow.events, check_exact=True)
+    pd.testing.assert_frame_equal(fast.report.problems, slow.report.problems)
+    assert fast.report.coerced == slow.report.coerced and fast.report.notes == slow.report.notes
+
+
+def test_iso_times_take_arrows_cast_when_it_reads_them_all():
+    import obsad.ocsf.load as loader
+
+    texts = pd.Series(["2026-03-04T00:00:00.5Z", " 2026-03-04T01:00:00+01:00"], dtype="string[pyarrow]").str.strip()
+    np.testing.assert_array_equal(loader._iso_ms_arrow(texts), [1772582400500, 1772582400000])
+    assert loader._iso_ms_arrow(pd.Series(["2026-03-04T00:00:00Z", "2026-03-04"], dtype="string[pyarrow]")) is None
+    assert loader._iso_ms_arrow(pd.Series(["2026-03-04T00:00:00Z"], dtype=object)) is None

@@ -1795,6 +1795,25 @@ def _ms_series(ms: np.ndarray) -> pd.Series:
     return pd.Series(ms.view("M8[ms]"), dtype="datetime64[ms, UTC]")
 
 
+def _iso_ms_arrow(text: pd.Series) -> np.ndarray | None:
+    """Epoch milliseconds of ISO 8601 texts (present values of an Arrow-backed column) by Arrow's cast, about 8x
+    faster than pandas' parse; None unless Arrow reads every value, and at millisecond precision (a finer fraction,
+    a date alone, a basic-format time...): pandas then parses them, as it would have. Where Arrow reads a value,
+    it reads it as pandas does (UTC, offsets applied)."""
+    if not (isinstance(text.dtype, pd.StringDtype) and text.dtype.storage == "pyarrow"):
+        return None
+    try:
+        times = pc.cast(text.array.__arrow_array__(), pa.timestamp("ms", tz="UTC"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if times.null_count:
+        return None
+    ms = times.cast(pa.int64())
+    if isinstance(ms, pa.ChunkedArray):
+        ms = ms.combine_chunks()
+    return ms.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+
 def _ms_of(times: pd.Series) -> np.ndarray:
     """The int64 epoch milliseconds of a ``datetime64[ms, UTC]`` Series (``_NAT`` = missing)."""
     return np.asarray(times.array.asi8)
@@ -1880,7 +1899,11 @@ def _parse_times(b: _Builder, name: str) -> tuple[np.ndarray, dict[str, int]]:
         units.update(found)
         out[rows[ok]] = ms[ok]
         bad_rows = rows[~ok].tolist()
-    if text is not None and not text.empty:
+    iso_ms = _iso_ms_arrow(text) if _SHORTCUTS and text is not None and not text.empty else None
+    if iso_ms is not None:  # every text is an ISO time Arrow reads exactly (the common case)
+        out[text.index.to_numpy()] = iso_ms
+        units["ISO text"] = len(text)
+    elif text is not None and not text.empty:
         parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
         miss = parsed.isna().to_numpy(dtype=bool)
         if miss.any():
