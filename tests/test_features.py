@@ -141,6 +141,80 @@ def test_text_is_templated():
     assert template("key AbC123xYz456QwErTyUi ok") == "key <TOK> ok"
 
 
+def test_shared_templates_reuse_results_for_the_same_values_only_inside_the_block():
+    """Inside ``shared_templates`` a second call on equal values (another array object, even another string
+    width) returns the first call's templates, in its own type, without running the regexes; other values or
+    masks are computed; outside the block, and once the last block closes, nothing is remembered."""
+    import obsad.features.text as text
+
+    values = [f"/orders/{i}/items from 10.0.{i % 250}.1" for i in range(600)]
+    masks = ["ip", "number"]
+    expected, fired = text._template_array(pa.array(values, pa.large_string()), masks)
+    runs = []
+    real = text._template_array
+
+    def counted(arr, m=None):
+        runs.append(len(arr))
+        return real(arr, m)
+
+    text._template_array = counted
+    try:
+        with text.shared_templates():
+            first, first_fired = text.template_array(pa.array(values, pa.large_string()), masks)
+            with text.shared_templates():  # a second scoring call at the same time: the same memo
+                second, _ = text.template_array(pa.array(values, pa.string()), masks)
+            third, _ = text.template_array(pa.array(values[:-1] + ["other 1"], pa.large_string()), masks)
+            text.template_array(pa.array(values, pa.large_string()), ["number"])
+            few, _ = text.template_array(pa.array(values[:10], pa.large_string()), masks)  # too few to remember
+            text.template_array(pa.array(values[:10], pa.large_string()), masks)
+        assert text._MEMO is None
+        text.template_array(pa.array(values, pa.large_string()), masks)
+    finally:
+        text._template_array = real
+    assert runs == [600, 600, 600, 10, 10, 600]
+    assert first.equals(expected) and first_fired == fired == ["ip", "number"]
+    assert second.type == pa.string() and second.cast(pa.large_string()).equals(expected)
+    assert third[:-1].equals(expected[:-1]) and third[-1].as_py() == "other <NUM>"
+    assert few.equals(expected[:10])
+
+
+def test_template_memo_waits_for_a_result_being_computed_and_forgets_failures():
+    import threading
+
+    import obsad.features.text as text
+
+    memo = text._TemplateMemo(max_entries=2)
+    key = memo.key(pa.array(["a 1"] * 300), ["number"])
+    started, release, results = threading.Event(), threading.Event(), []
+
+    def slow():
+        started.set()
+        release.wait(5)
+        return "computed", ["number"]
+
+    owner = threading.Thread(target=lambda: results.append(memo.get_or_compute(key, slow)))
+    owner.start()
+    started.wait(5)
+    waiter = threading.Thread(target=lambda: results.append(memo.get_or_compute(key, lambda: ("again", []))))
+    waiter.start()
+    release.set()
+    owner.join(5)
+    waiter.join(5)
+    assert results == [("computed", ["number"])] * 2
+
+    def broken():
+        raise RuntimeError("regex engine failed")
+
+    other = memo.key(pa.array(["b 2"] * 300), ["number"])
+    with pytest.raises(RuntimeError):
+        memo.get_or_compute(other, broken)
+    assert memo.get_or_compute(other, lambda: ("fine", [])) == ("fine", [])
+    for k in range(3):  # at most two entries: the oldest go first
+        memo.get_or_compute(memo.key(pa.array([f"c {k}"] * 300), ["number"]), lambda: ("x", []))
+    assert memo.get_or_compute(key, lambda: ("recomputed", [])) == ("recomputed", [])
+    assert memo.key(pa.array(["a", None] * 200), ["number"]) is None  # nulls: not remembered
+
+
 def test_text_columns_share_templates_in_the_encoding(events):
     df = events.copy()
     df.loc[0, "http_request.url.path"] = "/orders/88231/items"

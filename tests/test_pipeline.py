@@ -73,6 +73,31 @@ def test_scoring_leaves_the_thread_pools_as_it_found_them(fitted, sims):
     np.testing.assert_allclose(one["score"].to_numpy(), two["score"].to_numpy(), rtol=1e-6, atol=1e-6)
 
 
+def test_templates_shared_between_encoder_and_window_view_change_no_score(fitted, sims, monkeypatch):
+    """A batch large enough for the window view's own thread (its text views template the values the encoder
+    templates, and take the encoder's results): the same table as with every templating done twice."""
+    from contextlib import nullcontext
+
+    import obsad.features.text as text
+    import obsad.pipeline as pipeline_module
+
+    pipeline, _, _ = fitted
+    events, _ = load_events(sims[1].events)
+    assert len(events) >= pipeline_module.BESIDE_MIN_EVENTS and pipeline.window is not None
+    assert any(view.template_masks for view in pipeline.window.views_)
+    calls = []
+    real = text._template_array
+    monkeypatch.setattr(text, "_template_array", lambda arr, masks=None: calls.append(len(arr)) or real(arr, masks))
+    pipeline.score(events)  # the window view's own memo of few-valued keys filled, as in the calls below
+    calls.clear()
+    shared = pipeline.score(events)
+    n_shared = len(calls)
+    monkeypatch.setattr(pipeline_module, "shared_templates", nullcontext)
+    twice = pipeline.score(events)
+    assert 0 < n_shared < len(calls) - n_shared
+    pd.testing.assert_frame_equal(shared, twice)
+
+
 def test_event_view_alone_is_the_calibrated_knn_score(fitted, sims):
     pipeline, _, _ = fitted
     events, _ = load_events(sims[1].events.iloc[:400])

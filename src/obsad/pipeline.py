@@ -41,6 +41,7 @@ from .detect import EntityWindowDetector, KNNDetector, MaxZCombiner
 from .detect.base import max_by_group
 from .detect.windows import event_times, time_column, window_vectors
 from .features import FeatureEncoder
+from .features.text import shared_templates
 from .models import DEFAULT_MODEL_CONFIG, TabularResNet
 from .package import PackageError, fingerprint_frame, load_package, save_package
 from .runtime import Stopwatch, seed_everything
@@ -237,7 +238,7 @@ class FittedPipeline:
         beside = use_window and n >= BESIDE_MIN_EVENTS
         spare = _one_core_spared() if beside else nullcontext()
         runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="obsad-window") if beside else _InTurn()
-        with runner as background, spare:
+        with runner as background, spare, shared_templates():
             window_job = assign_job = None
             if use_window:
                 framed = events

@@ -830,7 +830,13 @@ class EntityWindowDetector(BaseDetector):
         ms = self._times(events)
         # an empty column gives no windows in _assign itself, after a factorisation that costs next to nothing
         # (Arrow's null count): cheaper than testing every block of the frame first
-        return [self._assign(view, events, ms) for view in self.views_]
+        # views keyed on templated text last: by then the encoder (templating the same values on another
+        # thread) has usually templated them (obsad.features.text.shared_templates)
+        order = sorted(range(len(self.views_)), key=lambda i: self.views_[i].template_masks is not None)
+        assigned: list = [None] * len(self.views_)
+        for i in order:
+            assigned[i] = self._assign(self.views_[i], events, ms)
+        return assigned
 
     def view_scores(self, X, assigned: list[_Windows] | None = None) -> tuple[np.ndarray, list[_Windows]]:
         """Per-event score of each view ``[n, n_views]`` (``-inf`` where the event has no value) and the windows;

@@ -22,6 +22,10 @@ the position of the first digit.
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -71,14 +75,105 @@ _SHORTCUTS = True
 _PY_MASKS = {name: re.compile(pattern, re.ASCII) for name, _, pattern in MASKS}
 
 
+#: :func:`shared_templates` memoises :func:`template_array` calls over at least this many values.
+_MEMO_MIN_VALUES = 256
+
+
+class _TemplateMemo:
+    """Results of :func:`template_array` with given masks, keyed by the exact values and masks (see
+    :func:`shared_templates`). Keys are the values' bytes: equal inputs, not equal objects, share a result. At most
+    ``max_entries`` results and ``max_bytes`` of keys are kept (least recently used dropped first); a second
+    caller of a result still being computed waits for it."""
+
+    def __init__(self, max_entries: int = 64, max_bytes: int = 64 << 20) -> None:
+        self.max_entries, self.max_bytes = int(max_entries), int(max_bytes)
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple, Future] = OrderedDict()
+        self._bytes = 0
+
+    @staticmethod
+    def key(arr: pa.Array, masks: Sequence[str]) -> tuple | None:
+        """The memo key of a string array without nulls: (masks, its characters, its value boundaries)."""
+        if not isinstance(arr, pa.Array) or arr.null_count or not (
+                pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+            return None
+        width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+        offsets = np.frombuffer(arr.buffers()[1], dtype=width)[arr.offset: arr.offset + len(arr) + 1]
+        chars = arr.buffers()[2]
+        data = chars[int(offsets[0]): int(offsets[-1])].to_pybytes() if chars is not None else b""
+        return tuple(masks), data, (offsets.astype(np.int64) - offsets[0]).tobytes()
+
+    def get_or_compute(self, key: tuple, compute) -> tuple[pa.Array, list[str]]:
+        with self._lock:
+            pending = self._entries.get(key)
+            owner = pending is None
+            if owner:
+                pending = self._entries[key] = Future()
+                self._bytes += len(key[1]) + len(key[2])
+                while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+                    old, _ = self._entries.popitem(last=False)
+                    self._bytes -= len(old[1]) + len(old[2])
+            else:
+                self._entries.move_to_end(key)
+        if owner:
+            try:
+                pending.set_result(compute())
+            except BaseException as exc:
+                pending.set_exception(exc)
+                with self._lock:
+                    if self._entries.pop(key, None) is not None:
+                        self._bytes -= len(key[1]) + len(key[2])
+                raise
+        return pending.result()
+
+
+_MEMO: _TemplateMemo | None = None
+_MEMO_USERS = 0
+_MEMO_LOCK = threading.Lock()
+
+
+@contextmanager
+def shared_templates():
+    """Within this block (one scoring call, or several at once on threads), :func:`template_array` with masks
+    reuses the result for values it templated already. Scoring a batch templates each text column's distinct
+    values twice, in the encoder and in the window view's entity keys: the second call takes the first one's
+    result instead of running the regexes again. The memo lives while a block is open and is dropped when the
+    last one closes, so nothing carries over from one batch to the next."""
+    global _MEMO, _MEMO_USERS
+    with _MEMO_LOCK:
+        if _MEMO_USERS == 0:
+            _MEMO = _TemplateMemo()
+        _MEMO_USERS += 1
+    try:
+        yield
+    finally:
+        with _MEMO_LOCK:
+            _MEMO_USERS -= 1
+            if _MEMO_USERS == 0:
+                _MEMO = None
+
+
 def template_array(arr: pa.Array, masks: Sequence[str] | None = None) -> tuple[pa.Array, list[str]]:
     """Template every string of ``arr`` (nulls stay null). Returns ``(templates, masks_that_matched)``.
 
     ``masks`` restricts the passes (in canonical order). An encoder fitted on data where, say, no e-mail
     address ever appeared skips that pass at transform: on every training value the pass was the identity,
     so training values template exactly as before, and a value it would have masked yields a template no
-    training value had, which lands in the unknown bucket either way.
+    training value had, which lands in the unknown bucket either way. With ``masks``, inside
+    :func:`shared_templates`, a result for the same values is reused.
     """
+    memo = _MEMO
+    key = None
+    if memo is not None and masks is not None and _SHORTCUTS and len(arr) >= _MEMO_MIN_VALUES:
+        key = memo.key(arr, masks)
+    if key is None:
+        return _template_array(arr, masks)
+    out, fired = memo.get_or_compute(key, lambda: _template_array(arr, masks))
+    return (out if out.type == arr.type else out.cast(arr.type)), list(fired)
+
+
+def _template_array(arr: pa.Array, masks: Sequence[str] | None = None) -> tuple[pa.Array, list[str]]:
+    """:func:`template_array` without the memo."""
     if masks is None:
         names: Iterable[str] = MASK_NAMES
     else:
