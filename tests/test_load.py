@@ -256,6 +256,18 @@ def test_numbers_as_strings_and_booleans_coerced(tmp_path):
     assert "is_alert" in report.coerced
 
 
+def test_boolean_texts_coerced_with_their_gaps():
+    """Boolean texts in any case and spacing become ``boolean``; empty and null-like texts and absent values are
+    missing; a value that is not a boolean is missing and reported."""
+    flags = [" TRUE", "false", None, "", "null", "True ", "FALSE", "maybe"] + ["true", "false"] * 60
+    events, report = load_events(pd.DataFrame({"time": [T0] * len(flags), "flag": flags}))
+    assert events["flag"].dtype == "boolean"
+    expected = [True, False, None, None, None, True, False, None] + [True, False] * 60
+    assert [None if v is pd.NA else v for v in events["flag"].tolist()] == expected
+    assert problems_of(report, "wrong_type")["line"].tolist() == [7]
+    assert "1 unparseable" in report.coerced["flag"]
+
+
 def test_mostly_numeric_column_coerced_and_rest_reported(tmp_path):
     codes = [str(200 + i % 5) for i in range(200)]
     codes[57] = "abc"

@@ -1663,8 +1663,12 @@ def _coerce_text_columns(b: _Builder, skip: set[str]) -> None:
                 if s.dtype == object:
                     _stringify_mixed(b, name)
                 continue
-            out = pd.Series(pd.array([None] * b.n, dtype="boolean"))
-            out.iloc[vals.index.to_numpy()[ok]] = (low[ok] == "true").to_numpy(dtype=bool)
+            # built from numpy arrays: pd.array([None] * n) converts a Python list value by value (~7 ms per 100k)
+            truth, missing = np.zeros(b.n, dtype=bool), np.ones(b.n, dtype=bool)
+            rows = vals.index.to_numpy()[ok]
+            truth[rows] = (low[ok] == "true").to_numpy(dtype=bool)
+            missing[rows] = False
+            out = pd.Series(pd.arrays.BooleanArray(truth, missing))
             _finish_coercion(b, name, out, vals, ok, int(missing_tok.sum()), origin, "boolean")
             continue
         is_float = vals.str.fullmatch(_FLOAT_RE).to_numpy(dtype=bool)
