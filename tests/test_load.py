@@ -645,3 +645,18 @@ def test_iso_times_take_arrows_cast_when_it_reads_them_all():
     np.testing.assert_array_equal(loader._iso_ms_arrow(texts), [1772582400500, 1772582400000])
     assert loader._iso_ms_arrow(pd.Series(["2026-03-04T00:00:00Z", "2026-03-04"], dtype="string[pyarrow]")) is None
     assert loader._iso_ms_arrow(pd.Series(["2026-03-04T00:00:00Z"], dtype=object)) is None
+
+
+def test_loaded_columns_are_independent_of_each_other_and_of_the_source_frame():
+    """Absent requested columns may share one all-missing array and a frame's columns its source's memory: writing
+    to one column of the result changes no other column and not the source, and the other way round."""
+    source = pd.DataFrame({"time": [T0 + i for i in range(5)], "count": pd.array([1, 2, 3, 4, 5], dtype="Int64"),
+                           "name": ["a", "b", "c", "d", "e"]})
+    events = load_events(source, columns=["time", "count", "name", "absent.one", "absent.two"]).events
+    events.loc[0, "absent.one"] = "x"
+    events.loc[1, "count"] = 99
+    events.loc[2, "name"] = "z"
+    assert events["absent.two"].isna().all() and events.loc[0, "absent.one"] == "x"
+    assert source["count"].tolist() == [1, 2, 3, 4, 5] and source["name"].tolist() == ["a", "b", "c", "d", "e"]
+    source.loc[3, "count"] = -1
+    assert events["count"].tolist() == [1, 99, 3, 4, 5]
