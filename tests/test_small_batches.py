@@ -280,6 +280,23 @@ def test_group_sums_added_one_by_one_equal_the_matrix_product():
         assert np.array_equal(fast.view(np.uint8), general.view(np.uint8))  # bit for bit, signs of zero included
 
 
+def test_group_sums_add_each_groups_rows_in_ascending_order():
+    """The matrix product (by column) adds each group's rows from zero in ascending row order, whatever the order
+    of ``rows``: bit for bit the sums of ``np.add.at`` applied in that order, for many rows and groups."""
+    rng = np.random.default_rng(1)
+    for trial in range(12):
+        n, groups, d = int(rng.integers(200, 3000)), int(rng.integers(1, 400)), int(rng.integers(1, 40))
+        dtype = np.float32 if trial % 2 else np.float64
+        values = (rng.normal(size=(n + 50, d)) * 10.0 ** rng.integers(-6, 6, size=(1, d))).astype(dtype)
+        group = rng.integers(0, groups, n)
+        rows = None if trial % 3 == 0 else rng.choice(n + 50, n, replace=False)  # any order
+        order = np.arange(n) if rows is None else np.argsort(rows, kind="stable")
+        expected = np.zeros((groups, d), dtype=dtype)
+        np.add.at(expected, group[order], (values[:n] if rows is None else values[rows])[order])
+        got = windows_module._group_sums(group, values[:n] if rows is None else values, groups, rows=rows)
+        assert got.dtype == dtype and np.array_equal(got.view(np.uint8), expected.view(np.uint8))
+
+
 # ------------------------------------------------------------------------------- regexes of a few values
 _ATOMS = ["550e8400-e29b-41d4-a716-446655440000", "john.doe@example.co.uk", "a@b.cc", "10.0.0.1", "256.1.1.1",
           "192.168.1.1:8080", "fe80::1", "2001:db8::ff00:42:8329", "::1", "1:2:3:4:5:6:7:8", "deadbeef", "8f3a91c2",

@@ -157,9 +157,12 @@ def _group_sums(group: np.ndarray, values: np.ndarray, n_groups: int, rows: np.n
     """Per-group column sums: row ``i`` of ``values`` (or row ``rows[i]`` when given) is added to group ``group[i]``.
 
     A sparse indicator matrix times ``values``: one pass, no sort, no copy of the selected rows (ten times
-    faster than sorting and ``reduceat``). The sums have the dtype of ``values``. A few rows (in ascending order)
-    are added one by one instead: the same additions in the same order as the product, which adds each group's
-    rows from zero in ascending order, without the matrix's set-up cost.
+    faster than sorting and ``reduceat``). The matrix is stored by column (CSC): the product then reads the rows
+    of ``values`` once each, in order, and adds each to its groups, three times faster than by row (CSR), which
+    gathers every group's rows from all over ``values`` (100k events x 35 views: 94 -> 30 ms); either way each
+    group's rows are added from zero in ascending order, so the sums are the same to the bit. The sums have the
+    dtype of ``values``. A few rows (in ascending order) are added one by one instead: the same additions in the
+    same order, without the matrix's set-up cost.
     """
     if len(group) == 0:
         return np.zeros((n_groups, values.shape[1]), dtype=values.dtype)
@@ -169,7 +172,7 @@ def _group_sums(group: np.ndarray, values: np.ndarray, n_groups: int, rows: np.n
         return out
     columns = np.arange(len(group)) if rows is None else rows
     width = len(group) if rows is None else values.shape[0]
-    indicator = sp.csr_matrix((np.ones(len(group), dtype=values.dtype), (group, columns)), shape=(n_groups, width))
+    indicator = sp.csc_matrix((np.ones(len(group), dtype=values.dtype), (group, columns)), shape=(n_groups, width))
     return np.asarray(indicator @ values)
 
 
