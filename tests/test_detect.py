@@ -227,3 +227,19 @@ def test_row_max_is_the_max_over_columns_nan_and_infinities_included(width):
     assert got.dtype == values.dtype
     assert row_max(values[:0]).shape == (0,)
     assert not np.shares_memory(got, values)
+
+
+def test_rows_as_lists_names_each_rows_codes_in_order():
+    """Rows of codes (-1 = none) -> their names, for narrow rows (packed into one integer) and rows too wide to
+    pack (a 2-d unique): the list a loop over each row gives."""
+    from obsad.detect.windows import _rows_as_lists
+
+    rng = np.random.default_rng(2)
+    names = [f"field{i}" for i in range(150)]
+    for width in (1, 3, 12):
+        codes = rng.integers(-1, len(names), size=(500, width))
+        codes[rng.random(500) < 0.2] = -1
+        got = _rows_as_lists(codes, names)
+        assert got.dtype == object and len(got) == 500
+        assert list(got) == [[names[c] for c in row if c >= 0] for row in codes]
+    assert len(_rows_as_lists(np.empty((0, 3), dtype=np.int64), names)) == 0

@@ -38,7 +38,7 @@ import faiss
 import torch
 
 from .detect import EntityWindowDetector, KNNDetector, MaxZCombiner
-from .detect.base import max_by_group
+from .detect.base import max_by_group, row_max
 from .detect.windows import event_times, time_column, window_vectors
 from .features import FeatureEncoder
 from .features.text import shared_templates
@@ -290,7 +290,7 @@ class FittedPipeline:
         n = len(members[0])
         member_scores = np.column_stack(members) if n else np.empty((0, len(members)))
         member_z = self.combiner.member_z(member_scores)
-        scores = member_z.max(axis=1) if n else np.empty(0)
+        scores = row_max(member_z) if n else np.empty(0)
         decided = member_z.argmax(axis=1) if n else np.empty(0, dtype=np.int64)
         flagged = scores > self.combiner.threshold_
         wanted = {"flagged": flagged, "all": np.ones(n, dtype=bool), "none": np.zeros(n, dtype=bool)}[explain]

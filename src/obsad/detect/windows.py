@@ -297,6 +297,28 @@ def _memo_keys(view: WindowView, values) -> tuple[np.ndarray, np.ndarray, np.nda
     return rows, merged[codes].astype(np.int64), np.asarray(distinct, dtype=object), known[first]
 
 
+def _rows_as_lists(codes: np.ndarray, names: list[str]) -> np.ndarray:
+    """Each row of ``codes`` ``[n, width]`` (positions in ``names``, -1 = none) as the list of its names (an object
+    array of lists), built once per distinct row. Rows are told apart by one packed integer each (digits
+    ``-1 .. len(names) - 1``) where it fits in 62 bits: a 1-d unique, ~20x cheaper than ``np.unique(axis=0)``
+    on a few thousand rows."""
+    n, width = codes.shape
+    if n == 0:
+        return np.empty(0, dtype=object)
+    base = len(names) + 1
+    if base ** width < 2 ** 62:
+        packed = np.zeros(n, dtype=np.int64)
+        for j in range(width):
+            packed = packed * base + (codes[:, j] + 1)
+        _, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
+        combos = codes[first]
+    else:
+        combos, inverse = np.unique(codes, axis=0, return_inverse=True)
+    as_lists = np.empty(len(combos), dtype=object)
+    as_lists[:] = [[names[c] for c in row if c >= 0] for row in combos]
+    return as_lists[inverse.reshape(-1)]
+
+
 def distinct_pairs(codes: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct (entity code, time offset) pairs as ``code << 32 | offset``, ascending, and each row's pair
     number: ``np.unique(codes << 32 | offset, return_inverse=True)``. When the grid of codes x offsets is not much
@@ -1031,11 +1053,7 @@ class EntityWindowDetector(BaseDetector):
                 top = np.argsort(-per_source, axis=1, kind="stable")[:, :k]
                 chosen = np.where(np.isfinite(np.take_along_axis(per_source, top, axis=1)), field_code[top], -1)
                 codes[mine, 1:1 + k] = chosen[back]
-        names = np.asarray(vocabulary, dtype=object)
-        combos, inverse = np.unique(codes, axis=0, return_inverse=True)
-        as_lists = np.empty(len(combos), dtype=object)
-        as_lists[:] = [[names[c] for c in row if c >= 0] for row in combos]
-        fields = as_lists[inverse.reshape(-1)] if n else np.empty(0, dtype=object)
+        fields = _rows_as_lists(codes, vocabulary)
         out["entity"] = entity
         out["window_start"] = pd.to_datetime(start, unit="ms", utc=True)
         out["window_events"] = size
