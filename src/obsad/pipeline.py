@@ -256,10 +256,10 @@ class FittedPipeline:
                     z = self.embed(features)
             else:
                 z = self.embed(features)
-            if assign_job is not None:
+            if assign_job is not None:  # the window vectors too are made on the window thread: the search starts now
                 window_job = background.submit(
-                    lambda vectors: self.window.view_scores((framed, vectors), assigned=assign_job.result()),
-                    self.window_vectors(z, features))
+                    lambda: self.window.view_scores((framed, self.window_vectors(z, features)),
+                                                    assigned=assign_job.result()))
             if n:
                 knn_scores, nbrs = _search_beside(det, z, window_job, all_threads)
             else:
