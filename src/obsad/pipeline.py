@@ -257,17 +257,15 @@ class FittedPipeline:
             else:
                 z = self.embed(features)
             if assign_job is not None:  # the window vectors too are made on the window thread: the search starts now
-                window_job = background.submit(
-                    lambda: self.window.view_scores((framed, self.window_vectors(z, features)),
-                                                    assigned=assign_job.result()))
+                window_job = background.submit(self._window_scores, framed, z, features, assign_job)
             if n:
                 knn_scores, nbrs = _search_beside(det, z, window_job, all_threads)
             else:
                 knn_scores, nbrs = np.empty(0), np.empty((0, det.k), dtype=np.int64)
             members.append(knn_scores)
             if window_job is not None:
-                per_view, windows = window_job.result()
-                members.append(self.window.best_view_score(per_view))
+                per_view, windows, best = window_job.result()
+                members.append(best)
                 window_scored = (framed.index, per_view, windows)
             elif self.window is not None:  # no window view asked for (or no events): it takes no part
                 members.append(np.full(n, -np.inf))
@@ -280,6 +278,14 @@ class FittedPipeline:
         for name, values in decision.items():
             out[name] = values
         return out
+
+    def _window_scores(self, framed: pd.DataFrame, z: np.ndarray, features, assigned: Future):
+        """The window view's part of :meth:`score`, all of it on the window thread (beside the k-NN search):
+        the window vectors, each view's scores per event (``assigned``: the windows, computed earlier), and each
+        event's best view score."""
+        per_view, windows = self.window.view_scores((framed, self.window_vectors(z, features)),
+                                                    assigned=assigned.result())
+        return per_view, windows, self.window.best_view_score(per_view)
 
     def decide(self, members: list[np.ndarray], features, neighbours: np.ndarray, window_scored=None, *,
                n_top: int = 3, explain: str = "flagged") -> dict[str, np.ndarray]:
