@@ -325,7 +325,7 @@ def all_missing_columns(df: pd.DataFrame, keys: list) -> set:
         for block in df._mgr.blocks:
             values = block.values
             if isinstance(values, pd.arrays.ArrowExtensionArray):  # Arrow counts its nulls: no mask to build
-                empty[block.mgr_locs.as_array] = values._pa_array.null_count == len(values)
+                empty[block.mgr_locs.as_array] = values.__arrow_array__().null_count == len(values)
                 continue
             missing = np.asarray(pd.isna(values), dtype=bool)
             empty[block.mgr_locs.as_array] = missing.all(axis=-1) if missing.ndim == 2 else missing.all()

@@ -1804,10 +1804,11 @@ def _iso_ms_arrow(text: pd.Series) -> np.ndarray | None:
     faster than pandas' parse; None unless Arrow reads every value, and at millisecond precision (a finer fraction,
     a date alone, a basic-format time...): pandas then parses them, as it would have. Where Arrow reads a value,
     it reads it as pandas does (UTC, offsets applied)."""
-    if not (isinstance(text.dtype, pd.StringDtype) and text.dtype.storage == "pyarrow"):
+    arrow = _arrow_text(text)
+    if arrow is None:
         return None
     try:
-        times = pc.cast(text.array.__arrow_array__(), pa.timestamp("ms", tz="UTC"))
+        times = pc.cast(arrow, pa.timestamp("ms", tz="UTC"))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     if times.null_count:
