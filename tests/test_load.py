@@ -560,6 +560,28 @@ def test_json_columns_parsed_at_once_load_as_one_at_a_time(monkeypatch):
     assert (at_once.report.problems["field"] == "z").sum() == n // 500
 
 
+def test_requested_columns_walk_paths_whose_shape_changes_between_records():
+    """The walk of a batch decides each path once, on its first record: a path that is an object in one record
+    and a value (or an empty object, or null) in another, a dotted key that spells a nested path, and a key
+    first seen late load as they do without ``columns``."""
+    records = [
+        {"time": T0, "actor": {"user": {"name": "a", "uid": 1}}, "src": {"ip": "1.1.1.1"}},
+        {"time": T0 + 1, "actor": {"user": "b"}, "src": {}},
+        {"time": T0 + 2, "actor": None, "src": {"ip": "1.1.1.3", "port": 3}},
+        {"time": T0 + 3, "actor": {"user": {"name": "d"}, "user.name": "dotted"}, "late": {"x": 4}},
+        {"time": T0 + 4, "actor": {"user": {}}, "src": {"ip": None}, "late": 5},
+    ] * 3
+    whole = load_events(records).events
+    for wanted in (["actor.user.name", "src.ip", "late.x"], ["actor.user", "actor", "src", "late"],
+                   ["actor.user.uid", "late"]):
+        some = load_events(records, columns=wanted).events
+        for column in wanted:
+            if column in whole.columns:
+                pd.testing.assert_series_equal(some[column], whole[column], check_exact=True)
+            else:
+                assert some[column].isna().all()
+
+
 @pytest.mark.parametrize("broken", [False, True], ids=["arrow", "python"])
 def test_json_columns_expand_only_into_requested_columns(broken):
     """With ``columns``, a JSON-string column expands only into the keys that can make them (a requested key, a

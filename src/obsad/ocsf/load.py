@@ -593,14 +593,6 @@ class _Wanted:
             wanted.add("time_dt")
         self.names = frozenset(wanted)
         self.leading = frozenset(w[:i] for w in wanted for i, ch in enumerate(w) if ch == ".")
-        self.known_top: dict[str, tuple[bool, bool]] = {}  # the events of a batch share their top-level keys
-
-    def top(self, key: str) -> tuple[bool, bool]:
-        """(keep or descend, already under a requested name) for a top-level key (remembered in ``known_top``)."""
-        known = self.known_top.get(key)
-        if known is None:
-            known = self.known_top[key] = self._top_of(key)
-        return known
 
     def keeps(self, name: str) -> bool:
         """Whether a dotted ``name`` found inside a column (a key of a JSON-string column) can make a requested
@@ -609,7 +601,8 @@ class _Wanted:
             return True
         return any(name[:i] in self.names for i, ch in enumerate(name) if ch == ".")
 
-    def _top_of(self, key: str) -> tuple[bool, bool]:
+    def top(self, key: str) -> tuple[bool, bool]:
+        """(keep or descend, already under a requested name) for a top-level key."""
         for cand in (key, ocsf_dotted_name(key)):
             if cand in self.names:
                 return True, True
@@ -618,23 +611,75 @@ class _Wanted:
         return False, False
 
 
-def _walk_wanted(obj: dict, row: int, flat: dict, nested: dict, wanted: _Wanted) -> None:
-    """:func:`_walk` of the leaves ``wanted`` keeps."""
-    known, judge = wanted.known_top, wanted.top
+class _Node:
+    """One path of a batch's records, as :class:`_Plan` decided it: the column its values go to (``name`` in
+    ``store``, taken on its first value) and, for objects met there, the plan of the path's children."""
+
+    __slots__ = ("name", "store", "children", "appends")
+
+    def __init__(self, name: str, store: dict, children: tuple[str, bool]) -> None:
+        self.name, self.store = name, store
+        self.children: _Plan | tuple[str, bool] = children  # (prefix, under) until an object is met here
+        self.appends = None
+
+    def child_plan(self, nested: dict, wanted: _Wanted) -> _Plan:
+        if not isinstance(self.children, _Plan):
+            prefix, under = self.children
+            self.children = _Plan(wanted, nested, prefix, under)
+        return self.children
+
+    def column(self) -> tuple:
+        """The (rows.append, values.append) of this path's column store (shared by paths of one dotted name)."""
+        entry = self.store.get(self.name)
+        if entry is None:
+            entry = self.store[self.name] = ([], [])
+        self.appends = (entry[0].append, entry[1].append)
+        return self.appends
+
+
+class _Plan(dict):
+    """:class:`_Wanted`'s verdict on each key met at one path of a batch's records (key -> :class:`_Node`, or
+    False for a key that leads to no requested column), decided on the key's first appearance. The records of a
+    batch share their keys: the names, the set lookups and the store lookup then happen once per path, not once
+    per value (the walk was the costliest step of loading a batch of nested events). ``prefix`` None: the top
+    level, whose values go to ``flat`` under their key and whose objects' leaves to ``nested``."""
+
+    def __init__(self, wanted: _Wanted, nested: dict, prefix: str | None, under: bool, flat: dict | None = None):
+        super().__init__()
+        self.wanted, self.nested, self.flat = wanted, nested, flat
+        self.prefix, self.under = prefix, under
+
+    def node(self, key: str) -> _Node | bool:
+        if self.prefix is None:
+            keep, under = self.wanted.top(key)
+            found = _Node(key, self.flat, (f"{key}.", under)) if keep else False
+        else:
+            name = self.prefix + key
+            below = self.under or name in self.wanted.names
+            keep = below or name in self.wanted.leading
+            found = _Node(name, self.nested, (f"{name}.", below)) if keep else False
+        self[key] = found
+        return found
+
+
+def _walk_planned(obj: dict, row: int, plan: _Plan) -> None:
+    """:func:`_walk` of the leaves the plan (:class:`_Wanted`) keeps."""
+    get = plan.get
     for key, val in obj.items():
-        answer = known.get(key)  # the memo read here: a method call per key cost more than the lookup
-        keep, under = answer if answer is not None else judge(key)
-        if not keep:
+        node = get(key)
+        if node is None:
+            node = plan.node(key)
+        if node is False:
             continue
         if type(val) is dict:
             if val:
-                _walk_nested_wanted(val, f"{key}.", row, nested, wanted, under)
+                children = node.children
+                _walk_planned(val, row, children if type(children) is _Plan
+                              else node.child_plan(plan.nested, plan.wanted))
         else:
-            entry = flat.get(key)
-            if entry is None:
-                entry = flat[key] = ([], [])
-            entry[0].append(row)
-            entry[1].append(val)
+            appends = node.appends or node.column()
+            appends[0](row)
+            appends[1](val)
 
 
 def _walk_nested_wanted(obj: dict, prefix: str, row: int, nested: dict, wanted: _Wanted, under: bool) -> None:
@@ -686,6 +731,7 @@ def _records_part(objs: Iterable[tuple[int, Any]], parse_problems: list[tuple[in
     wanted = _Wanted(columns) if columns is not None else None
     flat: dict[str, tuple[list[int], list[Any]]] = {}
     nested: dict[str, tuple[list[int], list[Any]]] = {}
+    plan = _Plan(wanted, nested, None, False, flat) if wanted is not None else None
     positions: list[int] = []
     row = 0
     for position, obj in objs:
@@ -702,7 +748,7 @@ def _records_part(objs: Iterable[tuple[int, Any]], parse_problems: list[tuple[in
         if wanted is None:
             _walk(obj, "", row, flat, nested)
         else:
-            _walk_wanted(obj, row, flat, nested, wanted)
+            _walk_planned(obj, row, plan)
         positions.append(position)
         row += 1
     return _Part(np.asarray(positions, dtype=np.int64), _store_to_series(flat, row), _store_to_series(nested, row))
