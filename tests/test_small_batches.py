@@ -129,6 +129,14 @@ def test_load_events_shortcuts_on_the_cases_of_test_load():
         [{"time": None}, {"time": "nope"}],
         [{"a": 1}],
         [{"time": T0, "x": {"a": {"b": 1}, "a.b": 2}}],
+        # arrays of objects: type keys as text, integers, absent, null; null elements, empty arrays and objects
+        [{"time": T0, "obs": [{"type": "IP", "type_id": 2}, {"type_id": -7, "name": "x"}, None, {}]},
+         {"time": T0, "obs": []}, {"time": T0, "obs": [{"name": "b"}, {"name": "a"}, {"type": ""}, {"name": "b"}]},
+         {"time": T0}, {"time": T0, "obs": None}],
+        # ... and type keys whose text Arrow would print otherwise (a flag, a decimal, an object): not the Python way
+        [{"time": T0, "obs": [{"type": True}, {"type": "a"}]}, {"time": T0, "obs": [{"type": "b"}]}],
+        [{"time": T0, "obs": [{"type_id": 2.0}, {"type_id": 3.5}]}, {"time": T0, "obs": [{"name": "c"}]}],
+        [{"time": T0, "obs": [{"type": {"k": 1}, "name": "n"}]}, {"time": T0, "obs": [{"name": "m"}]}],
     ]
     for records in cases:
         fast, general = _outcome(records), None

@@ -1633,6 +1633,10 @@ def _summarise_list_python(b: _Builder, name: str) -> None:
         b.problem(bad, name, "wrong_type", [f"expected an array, got {d}" for d in _repr_series(values[~is_list])])
     lists = [list(v) for v in values[is_list]]
     list_rows = rows[is_list]
+    if _SHORTCUTS and _plain_object_lists(lists):
+        del b.cols[name]
+        _summarise_object_lists(b, name, lists, list_rows)
+        return
     full: list[Any] = [None] * b.n
     for r, lst in zip(list_rows.tolist(), lists):
         full[r] = lst
@@ -1647,23 +1651,48 @@ def _summarise_list_python(b: _Builder, name: str) -> None:
     has_objects = any(isinstance(el, dict) for lst in lists for el in lst)
     del b.cols[name]
     if has_objects:
-        count = _int_series(b.n, list_rows, np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists)))
-        types = np.empty(b.n, dtype=object)
-        types[list_rows] = _object_array(
-            ["|".join(sorted({t for t in map(_element_type, lst) if t is not None})) for lst in lists]
-        )
-        origin = f"the {_list_origin(b, name)} {name!r}"
-        b.merge(f"{name}.count", count, origin)
-        b.merge(f"{name}.types", pd.Series(types, dtype=_STR_DTYPE), origin)
-        b.derived |= {f"{name}.count", f"{name}.types"}
-        b.expanded[name] = [f"{name}.count", f"{name}.types"]
-        b.notes.append(f"{name}: {_list_origin(b, name)} of objects summarised as {name}.count and {name}.types")
+        _summarise_object_lists(b, name, lists, list_rows)
     else:
         joined = np.empty(b.n, dtype=object)
         joined[list_rows] = _object_array(["|".join(_scalar_text(x) for x in lst if x is not None) for lst in lists])
         b.cols[name] = pd.Series(joined, dtype=_STR_DTYPE)
         b.derived.add(name)
         b.coerced[name] = f"{_list_origin(b, name)}→text joined with '|' ({len(lists):,} values)"
+
+
+def _plain_object_lists(lists: list[list]) -> bool:
+    """Whether the arrays hold objects only (and nulls), each type key (``_LIST_TYPE_KEYS``) holding text, an
+    integer or nothing: then the Python summary gives the text Arrow's does (an integer prints alike) without
+    converting every element, every field of it, to Arrow first (~1 ms a column of a batch, most of it fixed)."""
+    seen = False
+    for lst in lists:
+        for el in lst:
+            if el is None:
+                continue
+            if type(el) is not dict:
+                return False
+            seen = True
+            for key in _LIST_TYPE_KEYS:
+                v = el.get(key)
+                if v is not None and type(v) is not str and type(v) is not int:
+                    return False
+    return seen
+
+
+def _summarise_object_lists(b: _Builder, name: str, lists: list[list], list_rows: np.ndarray) -> None:
+    """Arrays of objects (``lists``, at ``list_rows``; the column already removed) -> ``<name>.count`` and
+    ``<name>.types`` (each array's distinct element types, sorted, joined with '|'), in Python."""
+    count = _int_series(b.n, list_rows, np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists)))
+    types = np.empty(b.n, dtype=object)
+    types[list_rows] = _object_array(
+        ["|".join(sorted({t for t in map(_element_type, lst) if t is not None})) for lst in lists]
+    )
+    origin = f"the {_list_origin(b, name)} {name!r}"
+    b.merge(f"{name}.count", count, origin)
+    b.merge(f"{name}.types", pd.Series(types, dtype=_STR_DTYPE), origin)
+    b.derived |= {f"{name}.count", f"{name}.types"}
+    b.expanded[name] = [f"{name}.count", f"{name}.types"]
+    b.notes.append(f"{name}: {_list_origin(b, name)} of objects summarised as {name}.count and {name}.types")
 
 
 def _lowered(values: list[Any], counts: list[int]) -> list[tuple[str, int]]:
