@@ -682,3 +682,38 @@ def test_loaded_columns_are_independent_of_each_other_and_of_the_source_frame():
     assert source["count"].tolist() == [1, 2, 3, 4, 5] and source["name"].tolist() == ["a", "b", "c", "d", "e"]
     source.loc[3, "count"] = -1
     assert events["count"].tolist() == [1, 99, 3, 4, 5]
+
+
+def test_text_screen_stops_early_only_when_neither_flags_nor_numbers_can_pass():
+    """The coercion screen gives up on a sample once over a tenth of it is neither a flag nor a number; the
+    verdict (flags, numbers, neither) is the one the whole sample gives, at the 90 % boundary too."""
+    from obsad.ocsf.load import _FLOAT_PY, _MISSING_SET, _screened
+
+    def verdict(values, counts):  # the screen on the whole sample
+        kept = [(v.strip().lower(), c) for v, c in zip(values, counts) if v.strip().lower() not in _MISSING_SET]
+        total = sum(c for _, c in kept)
+        if not total:
+            return None
+        flags = sum(c for v, c in kept if v in ("true", "false")) >= 0.9 * total
+        numbers = not flags and sum(c for v, c in kept if _FLOAT_PY.fullmatch(v)) >= 0.9 * total
+        return flags, numbers
+
+    rng = np.random.default_rng(3)
+    pool = ["true", "False ", "12", "-3.5e2", "007", "n/a", "", "NULL", "abc", "x1", "1.2.3", "nan", "TRUE"]
+    seen = set()
+    for _ in range(3000):
+        k = int(rng.integers(1, 9))
+        values = list(dict.fromkeys(rng.choice(pool, size=k).tolist()))
+        counts = rng.integers(1, 40, size=len(values)).tolist()
+        screened = _screened(values, counts, sum(counts))
+        want = verdict(values, counts)
+        if screened is None:
+            assert want == (False, False), (values, counts)
+        else:
+            assert screened == [(v.strip().lower(), c) for v, c in zip(values, counts)
+                                if v.strip().lower() not in _MISSING_SET]
+        seen.add(screened is None)
+    assert seen == {True, False}
+    # exactly a tenth of the sample neither a flag nor a number: not given up, and numbers still pass
+    assert _screened(["1", "x"], [9, 1], 10) is not None and verdict(["1", "x"], [9, 1]) == (False, True)
+    assert _screened(["1", "x"], [8, 2], 10) is None and verdict(["1", "x"], [8, 2]) == (False, False)

@@ -1695,9 +1695,26 @@ def _summarise_object_lists(b: _Builder, name: str, lists: list[list], list_rows
     b.notes.append(f"{name}: {_list_origin(b, name)} of objects summarised as {name}.count and {name}.types")
 
 
-def _lowered(values: list[Any], counts: list[int]) -> list[tuple[str, int]]:
-    """(stripped lower-case text, count) of sampled ``values`` (each seen ``counts`` times)."""
-    return [((x if type(x) is str else _scalar_text(x)).strip().lower(), c) for x, c in zip(values, counts)]
+def _screened(values: list[Any], counts: list[int], n_sample: int) -> list[tuple[str, int]] | None:
+    """The sampled values as stripped lower-case text with their counts, less the missing tokens, or None as soon as more than a tenth of the
+    sample is neither a flag (true/false) nor a number: then neither passes the screen (each needs 90 % of the
+    values that are not missing tokens, at most the whole sample), and a text column of many distinct values is
+    not lowered and matched value by value to the end."""
+    fullmatch = _FLOAT_PY.fullmatch
+    out: list[tuple[str, int]] = []
+    not_flag = not_number = 0
+    for x, c in zip(values, counts):
+        v = (x if type(x) is str else _scalar_text(x)).strip().lower()
+        if v in _MISSING_SET:
+            continue
+        out.append((v, c))
+        if v != "true" and v != "false":
+            not_flag += c
+            if fullmatch(v) is None:
+                not_number += c
+                if 10 * not_number > n_sample and 10 * not_flag > n_sample:
+                    return None
+    return out
 
 
 def _coerce_text_columns(b: _Builder, skip: set[str]) -> None:
@@ -1711,13 +1728,16 @@ def _coerce_text_columns(b: _Builder, skip: set[str]) -> None:
         if not n_sample or not any(isinstance(v, str) for v in values):
             continue
         # cheap screen on an evenly spaced sample before touching the whole column
-        st = [(v, c) for v, c in _lowered(values, counts) if v not in _MISSING_SET]
-        n_st = sum(c for _, c in st)
-        if not n_st:
-            continue
-        fullmatch = _FLOAT_PY.fullmatch
-        is_bool = sum(c for v, c in st if v in ("true", "false")) >= 0.9 * n_st
-        is_num = not is_bool and sum(c for v, c in st if fullmatch(v) is not None) >= 0.9 * n_st
+        st = _screened(values, counts, n_sample)
+        if st is None:  # neither flags nor numbers, whatever the rest of the sample holds
+            is_bool = is_num = False
+        else:
+            n_st = sum(c for _, c in st)
+            if not n_st:
+                continue
+            fullmatch = _FLOAT_PY.fullmatch
+            is_bool = sum(c for v, c in st if v in ("true", "false")) >= 0.9 * n_st
+            is_num = not is_bool and sum(c for v, c in st if fullmatch(v) is not None) >= 0.9 * n_st
         if not (is_bool or is_num):
             if s.dtype == object:
                 _stringify_mixed(b, name)
