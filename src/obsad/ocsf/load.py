@@ -1696,10 +1696,10 @@ def _summarise_object_lists(b: _Builder, name: str, lists: list[list], list_rows
 
 
 def _screened(values: list[Any], counts: list[int], n_sample: int) -> list[tuple[str, int]] | None:
-    """The sampled values as stripped lower-case text with their counts, less the missing tokens, or None as soon as more than a tenth of the
-    sample is neither a flag (true/false) nor a number: then neither passes the screen (each needs 90 % of the
-    values that are not missing tokens, at most the whole sample), and a text column of many distinct values is
-    not lowered and matched value by value to the end."""
+    """The sampled values as stripped lower-case text with their counts, less the missing tokens; or None as soon
+    as more than a tenth of the sample is neither a flag (true/false) nor a number: then neither passes the
+    screen (each needs 90 % of the values that are not missing tokens, at most the whole sample), and a text
+    column of many distinct values is not lowered and matched value by value to the end."""
     fullmatch = _FLOAT_PY.fullmatch
     out: list[tuple[str, int]] = []
     not_flag = not_number = 0
