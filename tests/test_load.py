@@ -717,3 +717,26 @@ def test_text_screen_stops_early_only_when_neither_flags_nor_numbers_can_pass():
     # exactly a tenth of the sample neither a flag nor a number: not given up, and numbers still pass
     assert _screened(["1", "x"], [9, 1], 10) is not None and verdict(["1", "x"], [9, 1]) == (False, True)
     assert _screened(["1", "x"], [8, 2], 10) is None and verdict(["1", "x"], [8, 2]) == (False, False)
+
+
+def test_text_sample_counts_are_the_counts_of_the_sample():
+    """A text column's sampled values counted by Arrow are those of the evenly spaced sample, whatever its size
+    and missing values (a column of at most k present values: all of them; none missing: positions made once)."""
+    import collections
+
+    import pyarrow as pa
+
+    from obsad.ocsf.load import _sample_positions, _text_sample_counts
+
+    rng = np.random.default_rng(8)
+    for n in (1, 7, 499, 500, 501, 900, 1000, 2500):
+        for missing in (0.0, 0.3, 0.6, 1.0):
+            values = [None if rng.random() < missing else f"v{int(rng.integers(0, 20))}" for _ in range(n)]
+            arr = pa.chunked_array([pa.array(values[: n // 2], pa.large_string()),
+                                    pa.array(values[n // 2:], pa.large_string())])
+            valid = np.array([v is not None for v in values])
+            sample = [values[i] for i in _sample_positions(valid, 500)]
+            got_values, got_counts, size = _text_sample_counts(arr, 500)
+            assert size == len(sample)
+            assert dict(zip(got_values, got_counts)) == collections.Counter(sample)
+            assert got_values == list(dict.fromkeys(sample))  # in order of first appearance in the sample

@@ -352,15 +352,26 @@ def _sample(s: pd.Series, k: int = _SAMPLE) -> list[Any]:
     return s.iloc[_sample_positions(s.notna().to_numpy(dtype=bool), k)].tolist()
 
 
+@functools.lru_cache(maxsize=64)
+def _even_positions(n: int, k: int) -> pa.Array:
+    """:func:`_sample_positions` of a column of ``n`` values none missing (the same for every such column of a
+    batch, so made once)."""
+    return pa.array(_sample_positions(np.ones(n, dtype=bool), k))
+
+
 def _text_sample_counts(arr: pa.ChunkedArray, k: int = _SAMPLE) -> tuple[list[str], list[int], int]:
     """The :func:`_sample` of a text column as its distinct values and their counts (and its size), counted by
     Arrow: the screens below only ask how many sampled values pass a test, so each distinct value is tested once,
     without first turning every sampled value into a Python string."""
-    if len(arr) > k:
-        valid = arr.is_valid()
-        if isinstance(valid, pa.ChunkedArray):
-            valid = valid.combine_chunks()
-        arr = arr.take(pa.array(_sample_positions(valid.to_numpy(zero_copy_only=False), k)))
+    if len(arr) - arr.null_count > k:  # (at most k present values: the sample is all of them, in order)
+        if arr.null_count:
+            valid = arr.is_valid()
+            if isinstance(valid, pa.ChunkedArray):
+                valid = valid.combine_chunks()
+            positions = pa.array(_sample_positions(valid.to_numpy(zero_copy_only=False), k))
+        else:
+            positions = _even_positions(len(arr), k)
+        arr = arr.take(positions)
     arr = arr.drop_null()
     counted = pc.value_counts(arr)
     return counted.field("values").to_pylist(), counted.field("counts").to_pylist(), len(arr)
