@@ -740,3 +740,24 @@ def test_text_sample_counts_are_the_counts_of_the_sample():
             assert size == len(sample)
             assert dict(zip(got_values, got_counts)) == collections.Counter(sample)
             assert got_values == list(dict.fromkeys(sample))  # in order of first appearance in the sample
+
+
+def test_text_columns_without_openers_skip_the_json_judgement_only_when_no_value_could_open_json():
+    """A text column none of whose characters is '{' or '[' cannot hold JSON (no sampling needed); one value
+    that opens JSON after whitespace, in any chunk, sends the column to the full judgement, as does a slice."""
+    import pyarrow as pa
+
+    from obsad.ocsf.load import _without_openers
+
+    def text(*chunks):
+        arr = pa.chunked_array([pa.array(c, pa.large_string()) for c in chunks])
+        return pd.Series(pd.arrays.ArrowStringArray(arr))
+
+    assert _without_openers(text(["a", None, "b}"], ["c]"]))
+    assert not _without_openers(text(["a", None], ["  {\"k\": 1}"]))
+    assert not _without_openers(text(["x[0]"]))  # an opener anywhere: judged in full (the sample decides)
+    assert not _without_openers(text(["a", "{b", "c"]).iloc[:1].reset_index(drop=True))  # the slice's buffer
+    assert not _without_openers(pd.Series(["a", 1], dtype=object))  # not an Arrow text column
+    records = [{"time": T0, "u": "  [1, 2]" if i % 2 else "[3]", "v": f"v{i}"} for i in range(40)]
+    events = load_events(records).events
+    assert events["u"].tolist() == ["1|2" if i % 2 else "3" for i in range(40)]

@@ -717,7 +717,7 @@ def _store_to_series(store: dict[str, tuple[list[int], list[Any]]], n: int) -> d
     out = {}
     for name, (rows, values) in store.items():
         arr = np.empty(n, dtype=object)
-        arr[np.asarray(rows, dtype=np.int64)] = _object_array(values)
+        arr[np.fromiter(rows, dtype=np.int64, count=len(rows))] = _object_array(values)
         out[name] = _infer_series(arr)
     return out
 
@@ -1217,12 +1217,29 @@ def _first_characters(values: list[str], counts: list[int]) -> dict[str, int]:
     return opens
 
 
+def _without_openers(s: pd.Series) -> bool:
+    """True when ``s`` is an Arrow text column with no ``{`` and no ``[`` among its characters: none of its values
+    can open a JSON object or array, and the column is judged without sampling it (most text columns: ~50 µs
+    each otherwise). Read off the character buffer (a copy and a memchr); characters outside a sliced array's
+    range can only send the column to the full judgement."""
+    arr = _arrow_text(s) if _SHORTCUTS else None
+    if arr is None or not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        return False  # (a string view keeps short values outside the character buffers)
+    for chunk in arr.chunks:
+        chars = chunk.buffers()[2]
+        if chars is not None and chars.size:
+            data = chars.to_pybytes()
+            if data.find(b"{") >= 0 or data.find(b"[") >= 0:
+                return False
+    return True
+
+
 def _json_candidate(b: _Builder, name: str):
     """Column ``name`` as JSON texts to expand, or None: (the column, its non-null values, the kind of JSON value
     they hold (dict or list), the values left-stripped, which of them start with that kind's opener). A column
     qualifies when its sampled values are all text and enough of them open a JSON object (or array)."""
     s = b.cols.get(name)
-    if s is None or not (_is_string_col(s) or s.dtype == object):
+    if s is None or not (_is_string_col(s) or s.dtype == object) or _without_openers(s):
         return None
     values, counts, n_sample, all_text = b.sample_counts(name)
     if not n_sample or not all_text:
@@ -1280,7 +1297,7 @@ def _json_looking_first(b: _Builder, names: list[str]) -> list[str]:
     before, and run while, the other columns are judged."""
     def looks_json(name: str) -> bool:
         s = b.cols.get(name)
-        if s is None or not (_is_string_col(s) or s.dtype == object):
+        if s is None or not (_is_string_col(s) or s.dtype == object) or _without_openers(s):
             return False
         return any(isinstance(v, str) and v.lstrip()[:1] in ("{", "[") for v in s.array[:16])
 
