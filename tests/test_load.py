@@ -761,3 +761,28 @@ def test_text_columns_without_openers_skip_the_json_judgement_only_when_no_value
     records = [{"time": T0, "u": "  [1, 2]" if i % 2 else "[3]", "v": f"v{i}"} for i in range(40)]
     events = load_events(records).events
     assert events["u"].tolist() == ["1|2" if i % 2 else "3" for i in range(40)]
+
+
+def test_dense_and_sparse_record_columns_load_alike(monkeypatch):
+    """A batch's record columns kept with a slot per record (small batches) or as sparse (row, value) lists load
+    the same table and report: records refused in between, paths missing, nulls, a dotted key that spells a
+    nested path, objects beside values."""
+    import obsad.ocsf.load as load_module
+    from messy_events import messy  # tests/ is on the import path (pytest's rootdir insertion)
+    from obsad.ocsf import simulate
+    from obsad.ocsf.nested import to_nested
+
+    sim = simulate(n_events=5000, days=1, seed=9).events.iloc[::8].reset_index(drop=True)
+    records = messy(json.loads(json.dumps(to_nested(sim), default=str)), seed=4, p=0.1)
+    records[3:3] = [[1, 2], {}, "text", None]  # refused: their slots stay out of the table
+    records += [{"time": T0, "x": {"a": {"b": 1}, "a.b": 2}}, {"time": T0, "x": {"a": 3}},
+                {"time": T0, "x": {"a": {"b": 5}}}, {"time": T0, "x": {"a.b": 6}}]
+    columns = sorted({c for c in load_events(records).events.columns if not c.startswith("metadata.product")})
+    columns += ["x.a.b", "x.a", "not.there"]
+    dense = load_events(records, columns=columns)
+    monkeypatch.setattr(load_module, "_DENSE_ROWS", 0)
+    sparse = load_events(records, columns=columns)
+    pd.testing.assert_frame_equal(dense.events, sparse.events, check_exact=True)
+    assert dense.report.to_dict() == sparse.report.to_dict()
+    # one dotted name from two paths: one column, the later value where a record has both
+    assert dense.events["x.a.b"].iloc[-4:].fillna(-1).tolist() == [2, -1, 5, 6]
