@@ -252,6 +252,16 @@ def test_window_view_shortcuts_give_the_general_scores(batches, fitted, sim):
     encoder, detector, vectors, columns = fitted
     frames = [(name, load_events(records, columns=columns).events) for name, records in batches]
     frames.append(("training events", load_events(sim.iloc[500:540], columns=columns).events))  # own windows
+    # events five hours apart over months (a grid of entities x hours too sparse to count on: view by view),
+    # some without a time, one view's column absent
+    spread = load_events(sim.iloc[3000:4000], columns=columns).events
+    t = detector.time_column_
+    first = spread[t].iloc[0]
+    spread[t] = (first + pd.to_timedelta(np.arange(len(spread)) * 5, unit="h") if isinstance(first, pd.Timestamp)
+                 else first + np.arange(len(spread)) * 5 * 3_600_000).astype(spread[t].dtype)
+    spread.loc[spread.index % 9 == 4, t] = None
+    frames += [("months", spread), ("a view's column absent", spread.iloc[::3].drop(
+        columns=[detector.views_[0].column]).reset_index(drop=True))]
     for name, frame in frames:
         vec = vectors(frame, 7)
         fast_assigned = detector.assign(frame)

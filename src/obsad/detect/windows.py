@@ -492,10 +492,10 @@ class EntityWindowDetector(BaseDetector):
         assigned = self._assign(view, events, ms, fitting=fitting)
         return assigned if fitting else self._statistics(view, assigned, vectors)
 
-    def _assign(self, view: WindowView, events: pd.DataFrame, ms: np.ndarray, fitting: bool = False) -> _Windows:
-        """Which window each event of the view falls in, and what the windows are (entity, start, size, level):
-        everything that needs only the events' values and times, not their vectors (so it can run while the
-        vectors are being computed). ``fitting``: no baseline lookup (the baselines do not exist yet)."""
+    @staticmethod
+    def _keys(view: WindowView, events: pd.DataFrame, ms: np.ndarray, fitting: bool = False):
+        """The view's timed events: (rows, entity code per row, distinct entity keys, baseline row per key or None
+        when not looked up yet)."""
         known = None
         if view.column in events.columns:
             memo = _memo_keys(view, _column_values(events, view.column)) if _SHORTCUTS and not fitting else None
@@ -506,7 +506,17 @@ class EntityWindowDetector(BaseDetector):
         else:
             rows, codes, distinct = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, dtype=object)
         timed = ~np.isnan(ms[rows])
-        rows, codes = rows[timed], codes[timed]
+        return rows[timed], codes[timed], distinct, known
+
+    def _assign(self, view: WindowView, events: pd.DataFrame, ms: np.ndarray, fitting: bool = False) -> _Windows:
+        """Which window each event of the view falls in, and what the windows are (entity, start, size, level):
+        everything that needs only the events' values and times, not their vectors (so it can run while the
+        vectors are being computed). ``fitting``: no baseline lookup (the baselines do not exist yet)."""
+        return self._windows_of(view, ms, *self._keys(view, events, ms, fitting), fitting=fitting)
+
+    def _windows_of(self, view: WindowView, ms: np.ndarray, rows: np.ndarray, codes: np.ndarray,
+                    distinct: np.ndarray, known: np.ndarray | None, fitting: bool = False) -> _Windows:
+        """:meth:`_assign` from the view's :meth:`_keys`."""
         if _SHORTCUTS and not len(rows):
             return self._no_windows(view, fitting)
         win = np.floor(ms[rows] / self.window_ms_).astype(np.int64)
@@ -859,9 +869,75 @@ class EntityWindowDetector(BaseDetector):
         # thread) has usually templated them (obsad.features.text.shared_templates)
         order = sorted(range(len(self.views_)), key=lambda i: self.views_[i].template_masks is not None)
         assigned: list = [None] * len(self.views_)
+        if _SHORTCUTS and len(events) <= _TOGETHER_MAX_EVENTS:
+            keyed = {i: self._keys(self.views_[i], events, ms) for i in order}
+            for i, w in self._assign_together(keyed, ms).items():
+                assigned[i] = w
+            return assigned
         for i in order:
             assigned[i] = self._assign(self.views_[i], events, ms)
         return assigned
+
+    def _assign_together(self, keyed: dict, ms: np.ndarray) -> dict[int, _Windows]:
+        """:meth:`_assign` of many views at once (``keyed``: view index -> :meth:`_keys`), each step one pass over
+        the timed events of every view, not one per view: entity codes numbered across views, so that the
+        (entity, time bucket) cells of all views form one grid, numbered in (view, entity, time) order, which is
+        each view's own window order. The same windows, view by view, as :meth:`_assign`; a grid too sparse to
+        count on falls back to it."""
+        out: dict[int, _Windows] = {}
+        live = []
+        for i, (rows, codes, distinct, known) in keyed.items():
+            if not len(rows):
+                out[i] = self._no_windows(self.views_[i])
+            else:
+                live.append(i)
+        if not live:
+            return out
+        parts = [keyed[i] for i in live]
+        n_rows = np.array([len(p[0]) for p in parts], dtype=np.int64)
+        n_keys = np.array([len(p[2]) for p in parts], dtype=np.int64)
+        row_start = np.r_[0, np.cumsum(n_rows)]
+        key_start = np.r_[0, np.cumsum(n_keys)]
+        view_of_row = np.repeat(np.arange(len(live)), n_rows)
+        rows = np.concatenate([p[0] for p in parts])
+        codes = np.concatenate([p[1] for p in parts]).astype(np.int64, copy=False) + key_start[:-1][view_of_row]
+        win = np.floor(ms[rows] / self.window_ms_).astype(np.int64)
+        offset = win - np.minimum.reduceat(win, row_start[:-1])[view_of_row]
+        n_offsets = int(offset.max()) + 1
+        n_cells = int(key_start[-1]) * n_offsets
+        if n_cells > max(4 * len(rows), 1 << 16):  # a sparse grid: view by view (distinct_pairs sorts there)
+            for i in live:
+                out[i] = self._windows_of(self.views_[i], ms, *keyed[i])
+            return out
+        cell = codes * n_offsets + offset
+        present = np.bincount(cell, minlength=n_cells) > 0
+        number = np.cumsum(present) - 1
+        occupied = np.flatnonzero(present)
+        window_of_row = number[cell]
+        n_windows = len(occupied)
+        code_of_window, offset_of_window = np.divmod(occupied, n_offsets)
+        view_of_window = np.searchsorted(key_start, code_of_window, side="right") - 1
+        window_start = np.searchsorted(view_of_window, np.arange(len(live) + 1))
+        count = np.bincount(window_of_row, minlength=n_windows).astype(np.float64)
+        first_row = np.full(n_windows, -1, dtype=np.int64)
+        first_row[window_of_row[::-1]] = np.arange(len(rows))[::-1]
+        first_code = codes[first_row]
+        value = np.concatenate([p[2] for p in parts]).astype(object, copy=False)[first_code]
+        start = win[first_row] * self.window_ms_
+        per_bucket = np.bincount(view_of_row * n_offsets + offset, minlength=len(live) * n_offsets)
+        bucket_events = per_bucket[view_of_window * n_offsets + offset_of_window].astype(np.float64)
+        typical = np.array([float(self.views_[i].memory["typical_bucket"][0]) for i in live])
+        level = self._level(count, bucket_events, typical[view_of_window])
+        known = np.concatenate([p[3] if p[3] is not None else _baseline_rows(self.views_[i], p[2])
+                                for i, p in zip(live, parts)])
+        entity = known[first_code]
+        pair_ids = (code_of_window - key_start[:-1][view_of_window]) * (1 << 32) + offset_of_window
+        for j, i in enumerate(live):
+            r0, r1, w0, w1 = row_start[j], row_start[j + 1], window_start[j], window_start[j + 1]
+            out[i] = _Windows(parts[j][0], window_of_row[r0:r1] - w0, entity[w0:w1], value[w0:w1], start[w0:w1],
+                              count[w0:w1], np.empty((0, len(STATISTICS))), bucket_events=bucket_events[w0:w1],
+                              pair_ids=pair_ids[w0:w1], level=level[w0:w1])
+        return out
 
     def view_scores(self, X, assigned: list[_Windows] | None = None) -> tuple[np.ndarray, list[_Windows]]:
         """Per-event score of each view ``[n, n_views]`` (``-inf`` where the event has no value) and the windows;
