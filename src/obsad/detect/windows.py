@@ -1096,9 +1096,6 @@ class EntityWindowDetector(BaseDetector):
         best_view = np.argmax(sub, axis=1) if sub.shape[1] else np.zeros(n, dtype=np.int64)
         score = sub[np.arange(n), best_view] if sub.shape[1] else np.zeros(n)
         view_col = np.array([v.column for v in self.views_], dtype=object)
-        out = pd.DataFrame(index=index[rows])
-        out["window_score"] = np.where(np.isfinite(score), score, 0.0)
-        out["view"] = np.where(np.isfinite(score), view_col[best_view], None)
         entity = np.full(n, None, dtype=object)
         start = np.full(n, np.nan)
         size = np.zeros(n, dtype=np.int64)
@@ -1129,13 +1126,14 @@ class EntityWindowDetector(BaseDetector):
                 top = np.argsort(-per_source, axis=1, kind="stable")[:, :k]
                 chosen = np.where(np.isfinite(np.take_along_axis(per_source, top, axis=1)), field_code[top], -1)
                 codes[mine, 1:1 + k] = chosen[back]
-        fields = _rows_as_lists(codes, vocabulary)
-        out["entity"] = entity
-        out["window_start"] = pd.to_datetime(start, unit="ms", utc=True)
-        out["window_events"] = size
-        out["statistic"] = statistic
-        out["fields"] = fields
-        return out
+        # one frame from its columns (a column set at a time cost ~0.1 ms each)
+        return pd.DataFrame({"window_score": np.where(np.isfinite(score), score, 0.0),
+                             "view": np.where(np.isfinite(score), view_col[best_view], None),
+                             "entity": entity,
+                             "window_start": pd.to_datetime(start, unit="ms", utc=True),
+                             "window_events": size,
+                             "statistic": statistic,
+                             "fields": _rows_as_lists(codes, vocabulary)}, index=index[rows])
 
     # ------------------------------------------------------------------ persistence (JSON + arrays, no pickle)
     _PARAMS = ("n_embedding", "window", "min_distinct", "max_distinct", "max_entities", "prior_events",
