@@ -704,7 +704,8 @@ def _walk_planned(obj: dict, row: int, plan: _Plan) -> None:
 
 
 def _walk_planned_dense(obj: dict, row: int, plan: _Plan) -> None:
-    """:func:`_walk_planned` into dense columns (a slot per record)."""
+    """:func:`_walk_planned` into dense columns (a slot per record). The same loop, kept apart: testing which
+    store a value goes to, once per value, would give back about a third of what the slots save."""
     get = plan.get
     for key, val in obj.items():
         node = get(key)
