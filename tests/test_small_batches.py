@@ -343,6 +343,35 @@ def test_templates_and_domains_of_a_few_values_equal_arrows():
         assert few[1].equals(arrow[1]), values
 
 
+def test_long_values_are_templated_by_arrow_even_when_few(monkeypatch):
+    """A few values go through Python's regular expressions, unless one is long: Python backtracks (the token
+    mask took ~5 s on 32,000 characters of ``a-a-...``), RE2 does not; the templates and domains are Arrow's."""
+    import pyarrow as pa
+
+    from obsad.features.text import MASK_NAMES, registered_domain, template_array
+
+    def no_long_value(python_way):
+        def guarded(*args):
+            values = args[0].to_pylist() if isinstance(args[0], pa.Array) else [args[0]]
+            assert all(v is None or len(v) <= text_module._PY_MAX_CHARS for v in values), "a long value in Python"
+            return python_way(*args)
+        return guarded
+
+    monkeypatch.setattr(text_module, "_template_few", no_long_value(text_module._template_few))
+    monkeypatch.setattr(text_module, "_py_domain", no_long_value(text_module._py_domain))
+    assert template_array(pa.array(["ok 12", None], type=pa.large_string()), ["number"])[0].to_pylist() == \
+        ["ok <NUM>", None]  # short values: still the Python way (through the guard)
+    long_values = pa.array(["a-" * 10000 + "1234567890abcdef", "x" * 300 + "@example.com", None, "ok 12"],
+                           type=pa.large_string())
+    fast = template_array(long_values, list(MASK_NAMES))
+    fast_domains = registered_domain(pa.array(["h" * 20000, "a.b." + "c" * 20000], type=pa.large_string()))
+    with general_path(text_module):
+        general = template_array(long_values, list(MASK_NAMES))
+        general_domains = registered_domain(pa.array(["h" * 20000, "a.b." + "c" * 20000], type=pa.large_string()))
+    assert fast[0].to_pylist() == general[0].to_pylist() and list(fast[1]) == list(general[1])
+    assert fast_domains.to_pylist() == general_domains.to_pylist()
+
+
 def test_ipv4_parse_of_a_few_values_equals_arrows():
     import pyarrow as pa
 

@@ -181,7 +181,7 @@ def _template_array(arr: pa.Array, masks: Sequence[str] | None = None) -> tuple[
         names = [n for n in MASK_NAMES if n in wanted]
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         arr = pc.cast(arr, pa.large_string())
-    if masks is not None and _SHORTCUTS and len(arr) * max(len(names), 1) <= _SMALL:
+    if masks is not None and _SHORTCUTS and len(arr) * max(len(names), 1) <= _SMALL and _all_short(arr):
         return _template_few(arr, list(names))
     fired: list[str] = []
     for name in names:
@@ -193,6 +193,20 @@ def _template_array(arr: pa.Array, masks: Sequence[str] | None = None) -> tuple[
         arr = pc.replace_substring_regex(arr, pattern=pattern, replacement=placeholder)
         fired.append(name)
     return arr, fired
+
+
+#: Python's regular expressions backtrack: on a long value some of these patterns take time quadratic in its
+#: length (the token and e-mail masks: ~5 s and ~1 s on 32,000 characters of ``a-a-a-...``; the registered domain
+#: on a long value without a dot), where RE2 (Arrow) is linear. A value longer than this goes to Arrow whatever
+#: the number of values, so that one crafted event cannot hold a scoring process for minutes.
+_PY_MAX_CHARS = 256
+
+
+def _all_short(arr: pa.Array) -> bool:
+    """Whether every value of a (small) string array has at most ``_PY_MAX_CHARS`` characters."""
+    if len(arr) == 0 or arr.null_count == len(arr):
+        return True
+    return pc.max(pc.utf8_length(arr)).as_py() <= _PY_MAX_CHARS
 
 
 def _template_few(arr: pa.Array, names: list[str]) -> tuple[pa.Array, list[str]]:
@@ -251,7 +265,7 @@ def registered_domain(arr: pa.Array) -> pa.Array:
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         arr = pc.cast(arr, pa.large_string())
     low = pc.utf8_lower(pc.utf8_rtrim(arr, characters="."))
-    if _SHORTCUTS and len(low) * 2 <= _SMALL:  # the two patterns in Python (``$`` of RE2 is Python's ``\Z``)
+    if _SHORTCUTS and len(low) * 2 <= _SMALL and _all_short(low):  # in Python (``$`` of RE2 is Python's ``\Z``)
         return pa.array([None if v is None else _py_domain(v) for v in low.to_pylist()], type=low.type)
     low = pc.replace_substring_regex(low, pattern=r"^.*@", replacement="")  # e-mail: its domain
     ext = pc.extract_regex(low, pattern=_DOMAIN_OF)

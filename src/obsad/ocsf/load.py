@@ -63,7 +63,10 @@ _POSITION_WORD = {"line": "line", "element": "element", "row": "row"}
 _TIME_UNITS = (("s", 1e11, 1000.0), ("ms", 1e14, 1.0), ("us", 1e17, 1e-3), ("ns", math.inf, 1e-6))
 
 _INT_RE = r"[+-]?\d+"
-_FLOAT_RE = r"[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)"
+# digits, then a fraction or not, then an exponent or not; written so that each character can be read one way
+# only (``\d+\.?\d*`` splits a run of digits in as many ways as it is long: Python's backtracking then took
+# time quadratic in a value's length to refuse one, 18 s on 32,000 digits and a letter)
+_FLOAT_RE = r"[+-]?(?:\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)"
 _LEADING_ZERO_RE = r"[+-]?0\d+"
 _FLOAT_PY = re.compile(_FLOAT_RE)
 
