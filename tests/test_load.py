@@ -806,3 +806,27 @@ def test_number_pattern_reads_each_text_one_way_and_long_texts_load():
     records = [{"time": T0 + i, "code": long_value if i == 3 else str(i)} for i in range(8)]
     events = load_events(records).events
     assert events["code"].iloc[3] == long_value and events["code"].iloc[4] == "4"
+
+
+@pytest.mark.parametrize("columns", [None, ["time", "blob", "blob.a", "blob.k"]], ids=["all", "requested"])
+def test_json_texts_nested_too_deeply_are_reported_not_fatal(columns):
+    """A JSON text nested deeper than the loader takes (a few thousand brackets: Python's parser and every walk of
+    the value recurse) is one reported invalid value; the other texts of the column expand as usual, a text with
+    many brackets that is not deep included."""
+    from obsad.ocsf.load import _JSON_MAX_DEPTH
+
+    over = _JSON_MAX_DEPTH + 1
+    deep_texts = ['{"a":' * 3000 + "1" + "}" * 3000, '{"a":' * over + "1" + "}" * over,
+                  '{"k": ' + "[" * 5000 + "]" * 5000 + "}", '{"k": ' + "[" * 100000]
+    wide = json.dumps({"k": [{"x": i} for i in range(100)]})  # 101 brackets, depth 3
+    texts = deep_texts + [json.dumps({"a": i, "k": "v"}) for i in range(500)] + [wide]
+    records = [{"time": T0 + i, "blob": t} for i, t in enumerate(texts)]
+    result = load_events(records, columns=columns)
+    problems = result.report.problems
+    bad = problems[problems["field"] == "blob"]
+    assert sorted(bad["line"].tolist()) == [0, 1, 2, 3]
+    assert set(bad["reason"]) <= {"invalid_json", "wrong_type"}
+    events = result.events
+    assert events["blob.a"].iloc[4:504].tolist() == list(range(500))
+    assert events["blob.a"].iloc[:4].isna().all()
+    assert len(events) == len(texts)

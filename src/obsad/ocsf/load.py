@@ -1366,7 +1366,7 @@ def _expand_json_columns(b: _Builder, wanted: _Wanted | None = None) -> None:
             candidate = _json_candidate(b, name)
             if candidate is not None:
                 candidates[name] = candidate
-                if candidate[4].all():
+                if candidate[4].all() and _shallow_enough(candidate[3]):
                     parsing.start(name, candidate[3])
         parsing.close()
         for name in pending:
@@ -1378,7 +1378,8 @@ def _expand_json_columns(b: _Builder, wanted: _Wanted | None = None) -> None:
                 continue
             s, nn, kind, stripped, starts = candidate
             parsed_table = future.result() if future is not None else _NOT_PARSED
-            if starts.all() and _expand_json_arrow(b, name, stripped, kind, parsed_table, wanted):
+            if starts.all() and (future is not None or _shallow_enough(stripped)) \
+                    and _expand_json_arrow(b, name, stripped, kind, parsed_table, wanted):
                 changed = changed or kind is dict
                 continue
             parsed = [_loads_or_none(v) for v in stripped.to_numpy(dtype=object)]
@@ -1492,11 +1493,44 @@ def _expand_json_arrow(b: _Builder, name: str, texts: pd.Series, kind: type, tab
     return True
 
 
+#: JSON texts nested deeper than this are refused (reported as invalid JSON): the walks, summaries and renderings
+#: of parsed values recurse, and a crafted text of a few thousand brackets would otherwise stop the whole batch
+#: with a RecursionError (a 500 from the service) instead of one reported value.
+_JSON_MAX_DEPTH = 64
+
+
+def _json_depth(value: Any) -> int:
+    """How deeply a parsed JSON value nests objects and arrays (0 for a scalar), without recursing."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, d)
+            stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def _shallow_enough(texts: pd.Series) -> bool:
+    """Whether no text can nest deeper than ``_JSON_MAX_DEPTH`` (it has at most that many ``[`` and ``{``); the
+    texts of a column that fails go through the per-value parse, which measures and refuses the deep ones."""
+    arr = _arrow_text(texts) if isinstance(texts.dtype, pd.StringDtype) else None
+    if arr is None:
+        return all(v.count("[") + v.count("{") <= _JSON_MAX_DEPTH for v in texts.to_numpy(dtype=object))
+    if len(arr) == 0:
+        return True
+    openers = pc.add(pc.count_substring(arr, "["), pc.count_substring(arr, "{"))
+    return (pc.max(openers).as_py() or 0) <= _JSON_MAX_DEPTH
+
+
 def _loads_or_none(v: str) -> Any:
+    """The parsed text, or ``_INVALID`` when it is not JSON or nests deeper than ``_JSON_MAX_DEPTH``."""
     try:
-        return json.loads(v)
-    except ValueError:
+        parsed = json.loads(v)
+    except (ValueError, RecursionError):
         return _INVALID
+    if v.count("[") + v.count("{") > _JSON_MAX_DEPTH and _json_depth(parsed) > _JSON_MAX_DEPTH:
+        return _INVALID
+    return parsed
 
 
 _INVALID = object()
