@@ -128,14 +128,17 @@ class ResourceMonitor:
         wall = max(end - self._start, 1e-9)
         t1 = self._times1 if self._end is not None else self._process.cpu_times()
         used = (t1.user - self._times0.user) + (t1.system - self._times0.system)
-        cpu = np.asarray(self._cpu, dtype=np.float64)
+        n_cpu = int(psutil.cpu_count() or 1)
+        # a process's CPU times advance in clock ticks (10 ms): over a short sampling interval a few ticks can land
+        # at once and read as several times the machine's capacity (488 % on 2 cores, seen); no interval used more
+        cpu = np.minimum(np.asarray(self._cpu, dtype=np.float64), 100.0 * n_cpu)
         rss = np.asarray(self._rss, dtype=np.float64)
         mean_cpu = 100.0 * used / wall
         return ResourceStats(wall_s=float(wall), cpu_mean_pct=float(mean_cpu),
                              cpu_max_pct=float(max(cpu.max(initial=0.0), mean_cpu)),
                              rss_start_mb=float(rss[0]), rss_mean_mb=float(rss.mean()),
                              rss_peak_mb=float(rss.max()), n_samples=len(rss), interval_s=self.interval,
-                             cpu_count=int(psutil.cpu_count() or 1))
+                             cpu_count=n_cpu)
 
 
 # ------------------------------------------------------------------------------------------------ timed scoring
