@@ -132,6 +132,43 @@ def test_tune_allocator_reports_whether_it_applied():
         assert applied
 
 
+def test_collector_paused_turns_the_collector_off_for_the_block_only():
+    """Within the block no automatic pass runs, a cycle made there is freed by the first pass after it, an error
+    in the block still turns the collector back on, and a collector that was off before stays off."""
+    import gc
+    import weakref
+
+    from obsad.runtime import collector_paused
+
+    class Node:
+        pass
+
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+        node = Node()
+        node.me = node
+        alive = weakref.ref(node)
+        del node
+        kept = [[] for _ in range(50_000)]  # far past the threshold of an automatic pass
+        assert alive() is not None
+        del kept
+    assert gc.isenabled()
+    gc.collect()
+    assert alive() is None
+    with pytest.raises(RuntimeError):
+        with collector_paused():
+            raise RuntimeError("a failing request")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_freeze_loaded_objects_leaves_them_out_of_collections_until_the_next_freeze():
     """What is alive at the freeze (a service's packages) is skipped by the collector's passes; the next freeze
     (after a reload) takes the earlier one back first, so an old package's cycles are freed then."""

@@ -387,7 +387,7 @@ def worker_main(argv=None) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format=f"%(asctime)s %(levelname)s %(name)s [scoring process {os.getpid()}]: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which build it loads: said once, by the service
-    from ..runtime import freeze_loaded_objects
+    from ..runtime import collector_paused, freeze_loaded_objects
     from .models import ModelLoadError
     from .server import set_threads
     from .shadow import ShadowScorer
@@ -411,7 +411,8 @@ def worker_main(argv=None) -> int:
                 break
             op = header.get("op")
             if op == "score":
-                status, answer = _score_body(state, payload, args.max_batch, tally, shadow_scorer)
+                with collector_paused():  # this process scores one request at a time, on this thread
+                    status, answer = _score_body(state, payload, args.max_batch, tally, shadow_scorer)
                 write_frame(out, {"status": status, "counts": tally.take()}, answer)
             elif op == "counts":
                 write_frame(out, {"ok": True, "counts": tally.take()})
