@@ -81,6 +81,27 @@ def col(feats: EncodedFeatures, name: str) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------- role inference
+def test_codes_of_reads_integer_arrays_with_nulls_as_minus_one():
+    """``codes_of`` reads the buffers: nulls (whatever their hidden value), slices (an offset inside the validity
+    bitmap), chunked arrays and empty arrays give what ``fill_null(-1).to_numpy()`` gives."""
+    import pyarrow.compute as pc
+
+    from obsad.features.values import codes_of
+
+    words = pa.array(["b", None, "a", "b", None, "c", "a"] * 5, type=pa.large_string())
+    indices = pc.dictionary_encode(words).indices
+    positions = pc.index_in(words, value_set=pa.array(["a", "c"], type=pa.large_string()))
+    cases = [indices, indices.slice(3, 20), indices.slice(9), positions, positions.slice(1, 3),
+             pa.chunked_array([indices.slice(0, 5), indices.slice(11, 4)]), pa.array([4, 2], type=pa.int32()),
+             pa.array([], type=pa.int32())]
+    for arr in cases:
+        want = pc.fill_null(arr, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        got = codes_of(arr)
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, want)
+    assert (codes_of(indices) == -1).sum() == 10
+
+
 def test_roles_are_inferred_from_the_data(fitted):
     expected = {
         "metadata.uid": "drop_identifier",

@@ -189,7 +189,7 @@ def _factorize(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 def _factorize_arrow(arrow) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_factorize` of an Arrow string (chunked) array: Arrow's dictionary encoding."""
     encoded = pc.dictionary_encode(arrow).combine_chunks()
-    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.intp, copy=False)
+    codes = V.codes_of(encoded.indices).astype(np.intp, copy=False)
     return codes, np.asarray(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=object)
 
 

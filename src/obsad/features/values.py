@@ -266,6 +266,23 @@ def arrow_strings(s: pd.Series, kind: str | None = None) -> pa.Array:
     return uniques.take(pa.array(codes, mask=codes < 0))
 
 
+def codes_of(indices: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """An integer Arrow array (dictionary indices, ``index_in`` positions) as int64 with -1 where null: what
+    ``pc.fill_null(indices, -1).to_numpy()`` gives, read from the array's buffers instead of two compute calls
+    (~8 µs against ~2-6 µs; a batch of a thousand events takes ~100 such arrays)."""
+    if isinstance(indices, pa.ChunkedArray):
+        indices = indices.combine_chunks()
+    n, offset = len(indices), indices.offset
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    data = np.frombuffer(indices.buffers()[1], dtype=indices.type.to_pandas_dtype())[offset: offset + n]
+    if indices.null_count == 0:
+        return data.astype(np.int64)
+    bits = np.frombuffer(indices.buffers()[0], dtype=np.uint8)
+    valid = np.unpackbits(bits, bitorder="little", count=offset + n)[offset:].view(bool)
+    return np.where(valid, data, -1).astype(np.int64, copy=False)
+
+
 def factorize(s: pd.Series, kind: str | None = None, *, as_numbers: bool = False) -> tuple[np.ndarray, pa.Array]:
     """Integer codes (int64, -1 = missing) and the distinct values as canonical strings (Arrow ``large_string``).
 
@@ -297,7 +314,7 @@ def factorize(s: pd.Series, kind: str | None = None, *, as_numbers: bool = False
         codes, uniques = _encode_few(arr)
     else:
         enc = pc.dictionary_encode(arr)
-        codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        codes = codes_of(enc.indices)
         uniques = enc.dictionary
     if as_numbers and len(uniques):
         strs = np.asarray(uniques.to_numpy(zero_copy_only=False), dtype=object)
