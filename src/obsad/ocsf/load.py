@@ -825,6 +825,38 @@ def _arrow_part(table: pa.Table, pos: np.ndarray) -> _Part:
     return _Part(np.asarray(pos, dtype=np.int64), flat, _flatten_structs(struct_names, struct_cols))
 
 
+def _table_part(table: pa.Table, columns: Sequence[str] | None) -> _Part:
+    """An Arrow table of events (a row each, objects as structs) -> part, taking what the walk of the same events
+    as dicts takes (:class:`_Wanted`): the top-level columns that are, lead to or spell a requested name, and
+    below them the leaves the walk keeps (every leaf under a requested name)."""
+    pos = np.arange(table.num_rows, dtype=np.int64)
+    if columns is None:
+        return _arrow_part(table, pos)
+    wanted = _Wanted(columns)
+    flat: dict[str, pd.Series] = {}
+    pruned: tuple[list, list] = ([], [])  # struct columns whose leaves are kept as the walk keeps them
+    whole: tuple[list, list] = ([], [])  # struct columns under a requested name: every leaf
+    for name, col in zip(table.column_names, table.columns):
+        keep, under = wanted.top(name)
+        if not keep:
+            continue
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        if not pa.types.is_struct(col.type):
+            flat[name] = _arrow_series(col)
+        elif under:
+            whole[0].append(name)
+            whole[1].append(col)
+        elif name in wanted.leading:
+            pruned[0].append(name)
+            pruned[1].append(col)
+        # else an underscored spelling of a path leading to requested names: the walk looks below it for
+        # "<name>.<key>", which no requested name is, and takes nothing
+    nested = _flatten_structs(*pruned, keep=wanted.keeps)
+    nested.update(_flatten_structs(*whole))
+    return _Part(pos, flat, nested)
+
+
 def _arrow_builder(table: pa.Table) -> _Builder:
     """A Parquet table -> builder (a pandas index stored as a column is not an event field: dropped, noted)."""
     meta = table.schema.pandas_metadata or {}
@@ -1040,10 +1072,13 @@ def _arrow_series(col: pa.ChunkedArray | pa.Array) -> pd.Series:
     if pa.types.is_null(col.type):
         return pd.Series(np.full(len(col), None, dtype=object))
     try:
-        s = col.to_pandas(types_mapper=_arrow_mapper)
+        s = pd.Series(col.to_pandas(types_mapper=_arrow_mapper))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OverflowError, TypeError):
         s = pd.Series(col.to_pylist(), dtype=object)
-    return _normalise_dtype(pd.Series(s).reset_index(drop=True))
+    index = s.index
+    if not (_SHORTCUTS and type(index) is pd.RangeIndex and index.start == 0 and index.step == 1):
+        s = s.reset_index(drop=True)  # (Arrow's conversion numbers the rows from 0 already: no copy then)
+    return _normalise_dtype(s)
 
 
 def _flatten_structs(names: list[str], cols: list[pa.ChunkedArray], keep=None) -> dict[str, pd.Series]:
@@ -1134,6 +1169,8 @@ def _read(source: Any, columns: Sequence[str] | None) -> tuple[_Builder, str, st
     if isinstance(source, (list, tuple)):
         b = _combine([_records_part(enumerate(source), problems, columns)])
         return b, "list of records", "records", "element", len(source), problems
+    if isinstance(source, pa.Table):
+        return _combine([_table_part(source, columns)]), "Arrow table", "Arrow", "row", source.num_rows, problems
     if not isinstance(source, (str, os.PathLike)):
         raise OCSFLoadError(f"Cannot load a {type(source).__name__}. {_FORMATS_HINT}.")
     path = Path(source)
@@ -2275,8 +2312,9 @@ def load_events(source: Any, *, columns: Sequence[str] | None = None) -> LoadRes
 
     ``source``: a path to Parquet, JSON Lines (``.jsonl``/``.ndjson``/``.json``) or a JSON array (``.json``),
     optionally gzip-compressed, detected by content where the suffix is ambiguous; or a ``pd.DataFrame``; or a
-    list of event dicts. ``columns``: optional dotted output names to keep (requested names absent from the
-    source are added as all-missing and noted in the report).
+    list of event dicts; or a ``pyarrow.Table`` of events, one per row, objects as structs (as Arrow's JSON reader
+    makes them: :func:`obsad.ocsf.arrow_json.read_events_table`). ``columns``: optional dotted output names to
+    keep (requested names absent from the source are added as all-missing and noted in the report).
 
     Returns ``LoadResult(events, report)``; raises :class:`OCSFLoadError` for a missing, empty or unreadable
     source, or when no valid event remains.

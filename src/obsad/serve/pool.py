@@ -345,10 +345,10 @@ class ScoringProcesses:
 
 # ---------------------------------------------------------------------------------------- the scoring process
 def _score_body(state, body: bytes, max_batch: int, tally: Tally, shadow_scorer) -> tuple[int, bytes]:
-    from .scoring import RequestError, encode_json, parse_json, parse_score_request, score_request
+    from .scoring import RequestError, encode_json, parse_json, parse_score_request, read_score_table, score_request
 
     try:
-        req = parse_score_request(parse_json(body), max_batch)
+        req = read_score_table(body, max_batch) or parse_score_request(parse_json(body), max_batch)
         status, answer = score_request(state, req, tally, shadow_scorer)
     except RequestError as exc:
         status, answer = exc.status, {"error": exc.error, "detail": exc.detail}

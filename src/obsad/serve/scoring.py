@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
@@ -39,10 +40,18 @@ class RequestError(Exception):
 
 @dataclass(frozen=True)
 class ScoreRequest:
-    events: list
+    """A validated ``/v1/score`` body: its events as decoded dicts, or (:func:`read_score_table`) as an Arrow
+    table, one event per row (``events`` is then None)."""
+
+    events: list | None
     views: str = "auto"
     explain: str = "flagged"
     n_top: int = 3
+    table: Any = None
+
+    @property
+    def n_events(self) -> int:
+        return self.table.num_rows if self.table is not None else len(self.events)
 
 
 def encode_json(body: dict) -> bytes:
@@ -110,6 +119,28 @@ def parse_score_request(body, max_batch: int) -> ScoreRequest:
                         n_top=_whole_number(body, "n_top", 3, 1, MAX_TOP))
 
 
+def read_score_table(raw: bytes, max_batch: int) -> ScoreRequest | None:
+    """A ``/v1/score`` body of several events read by Arrow straight into a table of events
+    (:func:`obsad.ocsf.arrow_json.read_events_table`: a third of a 1,000-event request's time went into decoding
+    the body and walking the dicts); None for a body it does not take as the general path would, a single event
+    (scored without a table) or a body the general path refuses: :func:`parse_score_request` then decodes it and
+    says what is wrong."""
+    from ..ocsf.arrow_json import read_events_table
+
+    got = read_events_table(raw, "events")
+    if got is None:
+        return None
+    table, options = got
+    if not set(options) <= _SCORE_KEYS or not 2 <= table.num_rows <= max_batch:
+        return None
+    try:
+        return ScoreRequest(events=None, table=table, views=_option(options, "views", VIEWS, "auto"),
+                            explain=_option(options, "explain", EXPLAIN, "flagged"),
+                            n_top=_whole_number(options, "n_top", 3, 1, MAX_TOP))
+    except RequestError:
+        return None
+
+
 def parse_similar_request(body) -> tuple[dict, int]:
     body = _object_body(body, _SIMILAR_KEYS, '{"event": {...}, "k": 5}')
     event = body.get("event")
@@ -166,27 +197,34 @@ def _rows_with_values(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     return has
 
 
-def load_batch(events: list, columns: list[str], model_columns: list[str]) -> LoadedBatch:
+def load_batch(events, columns: list[str], model_columns: list[str]) -> LoadedBatch:
     """Per-event checks, then :func:`obsad.ocsf.load_events` on the events that pass (``columns`` kept).
 
-    ``model_columns``: an event none of whose values is in these columns is reported, not scored.
+    ``events``: a list of decoded events, or an Arrow table of them (:func:`read_score_table`, which takes only
+    tables whose every event passes those checks). ``model_columns``: an event none of whose values is in these
+    columns is reported, not scored.
     """
     from ..ocsf import load_events
     from ..ocsf.load import OCSFLoadError
 
     errors: dict[int, str] = {}
-    keep = []
-    for slot, event in enumerate(events):
-        problem = event_problem(event)
-        if problem is None:
-            keep.append(slot)
-        else:
-            errors[slot] = problem
+    if isinstance(events, list):
+        keep = []
+        for slot, event in enumerate(events):
+            problem = event_problem(event)
+            if problem is None:
+                keep.append(slot)
+            else:
+                errors[slot] = problem
+        source = [events[i] for i in keep] if len(keep) < len(events) else events
+    else:
+        keep, source = range(events.num_rows), events
     slots = np.asarray(keep, dtype=np.int64)
+    n_requested = len(events) if isinstance(events, list) else events.num_rows
     if not len(slots):
-        return LoadedBatch(pd.DataFrame(), slots, errors, {}, len(events))
+        return LoadedBatch(pd.DataFrame(), slots, errors, {}, n_requested)
     try:
-        frame, report = load_events([events[i] for i in keep], columns=columns)
+        frame, report = load_events(source, columns=columns)
     except OCSFLoadError as exc:
         raise RequestError(422, "unusable events", str(exc).splitlines()[0])
     if len(frame) != len(slots):  # every checked event is a non-empty object, so the loader keeps it
@@ -206,7 +244,7 @@ def load_batch(events: list, columns: list[str], model_columns: list[str]) -> Lo
             errors[int(slots[row])] = f"none of the {len(model_columns)} fields this model reads is present ({shown})"
         frame = frame.loc[~empty].reset_index(drop=True)
         slots = slots[~empty]
-    return LoadedBatch(frame, slots, errors, warnings, len(events))
+    return LoadedBatch(frame, slots, errors, warnings, n_requested)
 
 
 # ------------------------------------------------------------------------------------------------ scoring
@@ -243,7 +281,7 @@ def score_single(served, request: ScoreRequest) -> dict | None:
     """A request holding one event, scored by the event view through the served model's
     :class:`~obsad.single_event.SingleEventScorer` (the same numbers as :func:`score_frame`, without the table
     machinery); None when the request or its event needs the general path (the loader's repairs or checks)."""
-    if len(request.events) != 1 or resolve_views(request.views, 1) != "event":
+    if request.n_events != 1 or resolve_views(request.views, 1) != "event":
         return None
     return served.single.score(request.events[0], n_top=request.n_top, explain=request.explain)
 
@@ -363,7 +401,7 @@ def score_request(serving, req: ScoreRequest, counts, shadow_scorer=None) -> tup
     if serving.challenger is not None:
         columns = list(dict.fromkeys(columns + list(serving.challenger.pipeline.input_columns)))
     model_columns = [c for c in champion.input_columns if c != "metadata.uid"]
-    batch = load_batch(req.events, columns, model_columns)
+    batch = load_batch(req.table if req.table is not None else req.events, columns, model_columns)
     views = resolve_views(req.views, len(batch.events))
     scored = None
     if len(batch.events):

@@ -1,0 +1,109 @@
+"""Read the events of a JSON document with Arrow's JSON reader, where it reads them as the Python path would.
+
+A scoring request of a thousand events is about a megabyte of JSON. Decoding it into dicts, walking every event
+for the fields a model reads and typing each column from Python objects took about a third of a scoring
+process's time per request. Arrow's reader parses the text straight into typed columns (in C++, one pass), and
+:func:`obsad.ocsf.load_events` takes the table as it takes the decoded list: same table, same report, same
+scores (tests/test_arrow_json.py loads both ways: simulated events flat, nested and re-spelled as exports
+write them, numbers as text; messy ones, whose types change from event to event, are declined).
+
+Arrow reads some documents otherwise than orjson and the loader's walk do. For those, :func:`read_events_table`
+returns None and the caller decodes the document as before:
+
+* not one JSON object, a byte-order mark, or text Arrow refuses (malformed, a value whose type changes between
+  events, a key twice in an object, a lone surrogate...);
+* an event that is not an object, or has no value at all (``{}`` is refused per event by the general path);
+* an integer beyond 64 bits, which Arrow reads as a float where orjson keeps the integer (checked on the float
+  columns: any magnitude from 2**63 on), and NaN or infinity, which orjson refuses;
+* strings that Arrow turns into timestamps or dates (it infers them from ISO-8601 text; the loader keeps the text);
+* objects nested deeper than :data:`MAX_DEPTH` levels.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+__all__ = ["read_events_table", "MAX_DEPTH"]
+
+#: Objects (or arrays) nested deeper than this: the general path (Arrow's flattening goes level by level).
+MAX_DEPTH = 32
+_INT64_LIMIT = 2.0**63
+_MIN_BLOCK = 1 << 16
+
+
+def read_events_table(raw: bytes, key: str) -> tuple[pa.Table, dict[str, Any]] | None:
+    """The events of the JSON object ``raw`` (the array under ``key``) as an Arrow table, one event per row, and
+    the object's other top-level values as Python values (strings, integers, booleans or null only); None
+    when the document should be decoded the general way (see the module's docstring)."""
+    if raw.lstrip()[:1] != b"{":
+        return None
+    try:
+        doc = pj.read_json(io.BytesIO(raw), read_options=pj.ReadOptions(block_size=max(len(raw) + 1, _MIN_BLOCK),
+                                                                         use_threads=False))
+    except (pa.ArrowException, OverflowError, ValueError):
+        return None
+    if doc.num_rows != 1 or key not in doc.column_names:
+        return None
+    column = doc.column(key)
+    if not pa.types.is_list(column.type) or not pa.types.is_struct(column.type.value_type):
+        return None
+    others = {}
+    for name, value in zip(doc.column_names, doc.columns):
+        if name == key:
+            continue
+        if not (pa.types.is_string(value.type) or pa.types.is_int64(value.type) or pa.types.is_boolean(value.type)
+                or pa.types.is_null(value.type)):
+            return None
+        others[name] = value[0].as_py()
+    events = column.combine_chunks().flatten()
+    if len(events) == 0 or events.null_count or events.type.num_fields == 0:
+        return None
+    table = pa.Table.from_struct_array(events)
+    if not _plain_type(events.type, 0) or _has_empty_row(table) or not all(map(_plain_floats, table.columns)):
+        return None
+    return table, others
+
+
+def _plain_type(t: pa.DataType, depth: int) -> bool:
+    """Whether every type in ``t`` is one the JSON reader infers from text the loader reads alike (no timestamp or
+    date), within :data:`MAX_DEPTH` levels."""
+    if depth > MAX_DEPTH:
+        return False
+    if pa.types.is_struct(t):
+        return all(_plain_type(t.field(i).type, depth + 1) for i in range(t.num_fields))
+    if pa.types.is_list(t):
+        return _plain_type(t.value_type, depth + 1)
+    return (pa.types.is_null(t) or pa.types.is_boolean(t) or pa.types.is_int64(t) or pa.types.is_float64(t)
+            or pa.types.is_string(t))
+
+
+def _has_empty_row(table: pa.Table) -> bool:
+    """Whether some event has no value in any of its top-level fields (``{}``, or only nulls)."""
+    empty = None
+    for col in table.columns:
+        missing = pc.is_null(col)
+        empty = missing if empty is None else pc.and_(empty, missing)
+    return bool(pc.any(empty).as_py())
+
+
+def _plain_floats(arr: pa.Array | pa.ChunkedArray) -> bool:
+    """Whether every float in ``arr`` (at any depth) is finite and below 2**63 in magnitude: a larger one came
+    from an integer literal that orjson keeps whole."""
+    if isinstance(arr, pa.ChunkedArray):
+        return all(map(_plain_floats, arr.chunks))
+    t = arr.type
+    if pa.types.is_float64(t):
+        x = arr.to_numpy(zero_copy_only=False)
+        with np.errstate(invalid="ignore"):
+            return bool(np.all(np.abs(x[~np.isnan(x)]) < _INT64_LIMIT)) and int(np.isnan(x).sum()) == arr.null_count
+    if pa.types.is_struct(t):
+        return all(_plain_floats(arr.field(i)) for i in range(t.num_fields))
+    if pa.types.is_list(t):
+        return _plain_floats(arr.flatten())
+    return True
