@@ -16,7 +16,8 @@ before the clock starts.
 - **Batches**: ``--batches`` requests of ``--batch`` events, one after the other (one connection: the latency of
   a batch), then the same from ``--connections`` clients at once (the throughput: with ``--workers N`` the
   service scores N batches at once, one per scoring process). Target: >= 30,000 events/s.
-- **Where the time goes**: the same work in this process, stage by stage (the request body, load_events, encoder,
+- **Where the time goes**: the same work in this process, stage by stage (the request body, load_events, or both
+  at once as a scoring process reads a batch: Arrow's JSON reader, then load_events on its table; encoder,
   embedding, k-NN, window view), for one event and for one batch; and for one event, the one-event path the
   service takes (:class:`obsad.single_event.SingleEventScorer`: no table, the same scores).
 """
@@ -283,7 +284,7 @@ def stages(model: Path, events: list[dict], threads: int) -> None:
 
     from obsad.ocsf import load_events
     from obsad.pipeline import load_pipeline
-    from obsad.serve.scoring import parse_json
+    from obsad.serve.scoring import parse_json, read_score_table
     from obsad.single_event import SingleEventScorer
 
     torch.set_num_threads(threads)
@@ -312,6 +313,9 @@ def stages(model: Path, events: list[dict], threads: int) -> None:
             vectors = p.window_vectors(z, features)
             parts["window view"] = best(lambda: p.window.view_scores((frame, vectors)))
         parts["pipeline.score (all views)"] = best(lambda: p.score(frame))
+        if read_score_table(body, len(batch)) is not None:  # what a scoring process runs for a batch: the body read by Arrow into a table
+            parts["body read by Arrow + load_events (scoring process)"] = best(
+                lambda: load_events(read_score_table(body, len(batch)).table, columns=p.input_columns))
         if len(batch) == 1:  # what the service runs for a lone event: the one-event path, raw event to scores
             scorer = SingleEventScorer(p)
             parts["one-event path (raw event -> scores)"] = best(lambda: scorer.score(batch[0]))

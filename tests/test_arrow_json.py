@@ -194,3 +194,26 @@ def test_a_big_float_is_declined_but_small_floats_and_nulls_are_taken():
     table, _ = read_events_table(orjson.dumps({"events": [_event(x=None), _event(x=2.5), _event(x=1)]}), "events")
     assert table.column("x").to_pylist() == [None, 2.5, 1.0]
     assert np.isnan(load_events(table, columns=["x", "time"]).events["x"].iloc[0])
+
+
+def test_arrow_columns_built_from_their_buffers_equal_the_general_conversion():
+    """Text, int64 and float64 columns skip ``to_pandas`` and the dtype normalisation: the same Series for chunked,
+    sliced (an offset inside the validity bitmap), empty and all-null columns."""
+    import pyarrow as pa
+
+    import obsad.ocsf.load as load_module
+
+    ints = pa.array([None, None, 5, 6, None, 7, 8, 9, 10, None], pa.int64())
+    columns = [pa.chunked_array([pa.array(["a", None, "b"])]),
+               pa.chunked_array([pa.array(["a"], pa.large_string()), pa.array([None, "c"], pa.large_string())]),
+               pa.chunked_array([ints.slice(3, 6)]), pa.chunked_array([ints.slice(0, 4), ints.slice(7)]),
+               pa.array([1.5, None, 2.0]), pa.chunked_array([], pa.int64()), pa.array([None, None], pa.int64()),
+               pa.array([2**62, -1], pa.int64())]
+    for col in columns:
+        fast = load_module._arrow_series(col)
+        load_module._SHORTCUTS = False
+        try:
+            general = load_module._arrow_series(col)
+        finally:
+            load_module._SHORTCUTS = True
+        pd.testing.assert_series_equal(fast, general, check_exact=True)
