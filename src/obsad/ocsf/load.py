@@ -1073,7 +1073,7 @@ def _direct_series(col: pa.ChunkedArray | pa.Array) -> pd.Series | None:
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if pa.types.is_int64(t):
         n, offset = len(arr), arr.offset
-        data = np.frombuffer(arr.buffers()[1], dtype=np.int64)[offset: offset + n].copy() if n else np.zeros(0, np.int64)
+        data = np.zeros(0, np.int64) if n == 0 else np.frombuffer(arr.buffers()[1], np.int64)[offset: offset + n].copy()
         if arr.null_count:
             bits = np.frombuffer(arr.buffers()[0], dtype=np.uint8)
             mask = ~np.unpackbits(bits, bitorder="little", count=offset + n)[offset:].view(bool)
