@@ -309,9 +309,13 @@ def _string_dtype(dt: Any) -> bool:
 
 
 def _is_string_col(s: pd.Series) -> bool:
-    """Text dtype (not categorical). Cached per dtype: it is asked of every column in several steps."""
+    """Text dtype (not categorical). Cached per dtype: it is asked of every column in several steps (the text
+    columns the loader builds carry the default string dtype itself, whose hash pandas computes each time)."""
+    dt = s.dtype
+    if dt is _STR_DTYPE:
+        return True
     try:
-        return _string_dtype(s.dtype)
+        return _string_dtype(dt)
     except TypeError:  # an unhashable dtype
         return _string_dtype.__wrapped__(s.dtype)
 
