@@ -21,7 +21,6 @@ returns None and the caller decodes the document as before:
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
@@ -44,8 +43,9 @@ def read_events_table(raw: bytes, key: str) -> tuple[pa.Table, dict[str, Any]] |
     if raw.lstrip()[:1] != b"{":
         return None
     try:
-        doc = pj.read_json(io.BytesIO(raw), read_options=pj.ReadOptions(block_size=max(len(raw) + 1, _MIN_BLOCK),
-                                                                         use_threads=False))
+        # one block (the document is one row); one thread: a scoring process shares the cores with the others
+        options = pj.ReadOptions(block_size=max(len(raw) + 1, _MIN_BLOCK), use_threads=False)
+        doc = pj.read_json(pa.BufferReader(raw), read_options=options)
     except (pa.ArrowException, OverflowError, ValueError):
         return None
     if doc.num_rows != 1 or key not in doc.column_names:
