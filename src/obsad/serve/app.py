@@ -29,8 +29,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..runtime import freeze_loaded_objects, worker_pool
 from .metrics import ServeMetrics
 from .models import ModelLoadError, ModelSlot, ServedModel, ServingState, load_served_model, measure_recall
-from .scoring import (RequestError, parse_json, parse_score_request, parse_similar_request, score_request,
-                      similar_json, encode_json)
+from .scoring import (RequestError, encode_json, parse_json, parse_score_request, parse_similar_request,
+                      read_score_table, score_request, similar_json)
 from .pool import NoWorkers, ScoringProcesses, WorkerGone, versions_of
 from .shadow import ShadowScorer
 
@@ -233,8 +233,11 @@ def create_app(model, *, shadow=None, shadow_log: str | os.PathLike | None = Non
         body = await read_body(request, max_body_bytes)
         if pool is not None and len(body) > POOL_MIN_BODY_BYTES:  # a batch, surely: decoded where it is scored
             return await score_in_pool(body)
-        req = parse_score_request(parse_json(body), max_batch)
-        if len(req.events) <= inline_max:
+        # a batch read by Arrow into a table where it reads it as the general path would (single events and small
+        # batches: decoded, and a lone event scored without a table)
+        req = (read_score_table(body, max_batch) if len(body) > POOL_MIN_BODY_BYTES else None) or \
+            parse_score_request(parse_json(body), max_batch)
+        if req.n_events <= inline_max:
             status, body = score_request(current(), req, metrics, shadow_scorer)
         elif pool is not None:
             return await score_in_pool(body)
