@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
 
 VIEWS = ("auto", "all", "event")
 EXPLAIN = ("flagged", "all", "none")
@@ -122,9 +123,9 @@ def parse_score_request(body, max_batch: int) -> ScoreRequest:
 def read_score_table(raw: bytes, max_batch: int) -> ScoreRequest | None:
     """A ``/v1/score`` body of several events read by Arrow straight into a table of events
     (:func:`obsad.ocsf.arrow_json.read_events_table`: a third of a 1,000-event request's time went into decoding
-    the body and walking the dicts); None for a body it does not take as the general path would, a single event
-    (scored without a table) or a body the general path refuses: :func:`parse_score_request` then decodes it and
-    says what is wrong."""
+    the body, walking the dicts and typing their values); None for a body Arrow would not read as the general path
+    does, a single event (scored without a table) or a body the general path refuses: :func:`parse_score_request`
+    then decodes it and says what is wrong."""
     from ..ocsf.arrow_json import read_events_table
 
     got = read_events_table(raw, "events")
@@ -208,7 +209,7 @@ def load_batch(events, columns: list[str], model_columns: list[str]) -> LoadedBa
     from ..ocsf.load import OCSFLoadError
 
     errors: dict[int, str] = {}
-    if isinstance(events, list):
+    if not isinstance(events, pa.Table):
         keep = []
         for slot, event in enumerate(events):
             problem = event_problem(event)
@@ -220,7 +221,7 @@ def load_batch(events, columns: list[str], model_columns: list[str]) -> LoadedBa
     else:
         keep, source = range(events.num_rows), events
     slots = np.asarray(keep, dtype=np.int64)
-    n_requested = len(events) if isinstance(events, list) else events.num_rows
+    n_requested = events.num_rows if isinstance(events, pa.Table) else len(events)
     if not len(slots):
         return LoadedBatch(pd.DataFrame(), slots, errors, {}, n_requested)
     try:
