@@ -249,3 +249,26 @@ def test_shapes_arrow_takes_load_as_the_decoded_events(shape):
     requested = ["time", "a", "a.count", "a.types", "o.p.q", "o.x", "x", "unmapped", "unmapped.a", "unmapped.b.c"]
     for cols in (requested, None):
         _same_load(load_events(table, columns=cols), load_events(records, columns=cols))
+
+
+def test_the_reader_learns_iso_time_fields_and_takes_them_as_text():
+    """Arrow infers timestamps and dates from ISO text; the reader declares those fields text from then on (the
+    document that showed them is read again so), the loads equal the decoded events, and a document where a
+    declared field holds no value anywhere (absent and null read alike) or a time sits inside an array is
+    declined."""
+    from obsad.ocsf.arrow_json import EventsTableReader
+
+    reader = EventsTableReader("events")
+    first = [_event(time_dt="2024-01-01T00:00:00Z", m={"t": "2024-01-01T10:00:00Z", "y": 1}),
+             _event(time_dt="2024-01-02T00:00:00Z", m={"t": "2024-01-01", "y": 2})]
+    assert read_events_table(_body({"events": first}), "events") is None
+    later = [_event(time_dt="2024-01-03T00:00:00Z", x=1), _event(time_dt="2024-01-03T00:00:01Z", m={"t": "ok"})]
+    requested = ["time", "time_dt", "m.t", "m.y", "x", "src_endpoint.ip"]
+    for records in (first, later):
+        table, _ = reader.read(_body({"events": records}))
+        for cols in (requested, None):
+            _same_load(load_events(table, columns=cols), load_events(records, columns=cols))
+    assert reader.text_paths == ["m.t", "time_dt"]
+    assert reader.read(_body({"events": [_event(x=1), _event(x=2)]})) is None
+    in_array = [_event(times=["2024-01-01T00:00:00Z"]), _event(times=["2024-01-02T00:00:00Z"])]
+    assert reader.read(_body({"events": in_array})) is None and reader.text_paths == ["m.t", "time_dt"]

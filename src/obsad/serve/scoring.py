@@ -21,6 +21,8 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
+from ..ocsf.arrow_json import EventsTableReader
+
 VIEWS = ("auto", "all", "event")
 EXPLAIN = ("flagged", "all", "none")
 MAX_TOP = 20
@@ -120,15 +122,18 @@ def parse_score_request(body, max_batch: int) -> ScoreRequest:
                         n_top=_whole_number(body, "n_top", 3, 1, MAX_TOP))
 
 
+#: Reads the events of ``/v1/score`` bodies into tables, learning which fields hold ISO times
+#: (:class:`~obsad.ocsf.arrow_json.EventsTableReader`).
+_EVENTS_READER = EventsTableReader("events")
+
+
 def read_score_table(raw: bytes, max_batch: int) -> ScoreRequest | None:
     """A ``/v1/score`` body of several events read by Arrow straight into a table of events
-    (:func:`obsad.ocsf.arrow_json.read_events_table`: a third of a 1,000-event request's time went into decoding
+    (:meth:`obsad.ocsf.arrow_json.EventsTableReader.read`: a third of a 1,000-event request's time went into decoding
     the body, walking the dicts and typing their values); None for a body Arrow would not read as the general path
     does, a single event (scored without a table) or a body the general path refuses: :func:`parse_score_request`
     then decodes it and says what is wrong."""
-    from ..ocsf.arrow_json import read_events_table
-
-    got = read_events_table(raw, "events")
+    got = _EVENTS_READER.read(raw)
     if got is None:
         return None
     table, options = got
