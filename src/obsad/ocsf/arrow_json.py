@@ -13,8 +13,8 @@ returns None and the caller decodes the document as before:
 * not one JSON object, a byte-order mark, or text Arrow refuses (malformed, a value whose type changes between
   events, a key twice in an object, a lone surrogate...);
 * an event that is not an object, or has no value at all (``{}`` is refused per event by the general path);
-* an integer beyond 64 bits, which Arrow reads as a float where orjson keeps the integer (checked on the float
-  columns: any magnitude from 2**63 on), and NaN or infinity, which orjson refuses;
+* an integer outside int64, which Arrow reads as a float where orjson keeps an integer up to 2**64 - 1 (checked
+  on the float columns: any magnitude from 2**63 on), and NaN or infinity, which orjson refuses;
 * strings that Arrow turns into timestamps or dates (it infers them from ISO-8601 text; the loader keeps the text):
   :class:`EventsTableReader` learns those fields and declares them text in the documents after;
 * objects nested deeper than :data:`MAX_DEPTH` levels.
