@@ -30,6 +30,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from .load import _has_all_null_row
+
 __all__ = ["EventsTableReader", "read_events_table", "MAX_DEPTH"]
 
 #: Objects (or arrays) nested deeper than this: the general path (Arrow's flattening goes level by level).
@@ -124,7 +126,7 @@ def _read(raw: bytes, key: str, schema: pa.Schema | None) -> tuple[pa.Table, dic
         temporal = _temporal_paths(events.type, ())
         return _Temporal(temporal) if temporal is not None else None
     table = pa.Table.from_struct_array(events)
-    if _has_empty_row(table) or not all(map(_plain_floats, table.columns)):
+    if _has_all_null_row(table) or not all(map(_plain_floats, table.columns)):  # ({} or nulls only: refused)
         return None
     return table, others
 
@@ -144,7 +146,7 @@ def _temporal_paths(t: pa.DataType, path: tuple[str, ...]) -> frozenset[tuple[st
         return found
     if pa.types.is_list(t):
         sub = _temporal_paths(t.value_type, path)
-        return None if sub is None else (frozenset() if sub else sub)
+        return None if sub is None else frozenset()  # a time inside an array cannot be declared
     return frozenset() if _plain_type(t, len(path)) else None
 
 
@@ -189,15 +191,6 @@ def _plain_type(t: pa.DataType, depth: int) -> bool:
             or pa.types.is_string(t))
 
 
-def _has_empty_row(table: pa.Table) -> bool:
-    """Whether some event has no value in any of its top-level fields (``{}``, or only nulls)."""
-    empty = None
-    for col in table.columns:
-        missing = pc.is_null(col)
-        empty = missing if empty is None else pc.and_(empty, missing)
-    return bool(pc.any(empty).as_py())
-
-
 def _plain_floats(arr: pa.Array | pa.ChunkedArray) -> bool:
     """Whether every float in ``arr`` (at any depth) is finite and below 2**63 in magnitude: a larger one came
     from an integer literal that orjson keeps whole."""
@@ -206,8 +199,8 @@ def _plain_floats(arr: pa.Array | pa.ChunkedArray) -> bool:
     t = arr.type
     if pa.types.is_float64(t):
         x = arr.to_numpy(zero_copy_only=False)
-        with np.errstate(invalid="ignore"):
-            return bool(np.all(np.abs(x[~np.isnan(x)]) < _INT64_LIMIT)) and int(np.isnan(x).sum()) == arr.null_count
+        nan = np.isnan(x)  # nulls read as NaN: a NaN beyond them is a NaN in the text
+        return int(nan.sum()) == arr.null_count and bool(np.all(np.abs(x[~nan]) < _INT64_LIMIT))
     if pa.types.is_struct(t):
         return all(_plain_floats(arr.field(i)) for i in range(t.num_fields))
     if pa.types.is_list(t):

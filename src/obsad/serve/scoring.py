@@ -214,8 +214,10 @@ def load_batch(events, columns: list[str], model_columns: list[str]) -> LoadedBa
     from ..ocsf.load import OCSFLoadError
 
     errors: dict[int, str] = {}
-    if not isinstance(events, pa.Table):
-        keep = []
+    if isinstance(events, pa.Table):
+        n_requested, keep, source = events.num_rows, range(events.num_rows), events
+    else:
+        n_requested, keep = len(events), []
         for slot, event in enumerate(events):
             problem = event_problem(event)
             if problem is None:
@@ -223,10 +225,7 @@ def load_batch(events, columns: list[str], model_columns: list[str]) -> LoadedBa
             else:
                 errors[slot] = problem
         source = [events[i] for i in keep] if len(keep) < len(events) else events
-    else:
-        keep, source = range(events.num_rows), events
     slots = np.asarray(keep, dtype=np.int64)
-    n_requested = events.num_rows if isinstance(events, pa.Table) else len(events)
     if not len(slots):
         return LoadedBatch(pd.DataFrame(), slots, errors, {}, n_requested)
     try:
