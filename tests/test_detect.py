@@ -1,3 +1,4 @@
+import faiss
 import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
@@ -12,6 +13,7 @@ from obsad.detect import (
     RankEnsemble,
     encoded_matrix,
 )
+from obsad.detect.neighbors import OWN_PROBES_MIN, nearest_lists
 from obsad.features.encoder import EncodedFeatures
 
 D = 8
@@ -86,6 +88,28 @@ def test_knn_exact_and_ivf_agree(fitted, data):
     s_exact, s_ivf = exact.score_samples(test), ivf.score_samples(test)
     assert abs(roc_auc_score(y, s_exact) - roc_auc_score(y, s_ivf)) < 0.02
     assert np.corrcoef(s_exact, s_ivf)[0, 1] > 0.98
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("n_probe", [1, 3, 12])
+def test_ivf_search_with_our_own_coarse_step_finds_what_faiss_finds(metric, n_probe):
+    # from OWN_PROBES_MIN queries on, the lists to scan are chosen by nearest_lists, not by FAISS' quantizer
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(3000, 16)).astype(np.float32)
+    det = KNNDetector(k=7, metric=metric, exact_max=500, n_probe=n_probe).fit(X)
+    assert det.n_lists_ is not None and det.index_.nprobe == n_probe
+    queries = det._prepare(rng.normal(size=(OWN_PROBES_MIN + 40, 16)).astype(np.float32))
+    near, lists = nearest_lists(queries, det._centroids(), n_probe, metric)
+    faiss_near, faiss_lists = faiss.downcast_index(det.index_.quantizer).search(queries, n_probe)
+    np.testing.assert_array_equal(lists, faiss_lists)
+    np.testing.assert_allclose(near, faiss_near, rtol=1e-4, atol=1e-4)
+    raw, idx = det.index_.search(queries, det.k)
+    dist, ours = det._search(queries, det.k)
+    np.testing.assert_array_equal(ours, idx)
+    np.testing.assert_allclose(dist, det._to_distance(raw, idx), rtol=1e-6)
+    # a single query takes FAISS' own path, and finds the same as in a batch
+    one, one_idx = det._search(queries[:1], det.k)
+    np.testing.assert_array_equal(one_idx[0], ours[0])
 
 
 @pytest.mark.parametrize("metric", ["cosine", "l2"])

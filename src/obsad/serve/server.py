@@ -63,12 +63,15 @@ def read_api_key(api_key_file: str | os.PathLike | None, environ=os.environ) -> 
 
 
 def set_threads(threads: int) -> None:
-    """Threads for torch and FAISS: one by default, the fastest for single events on a small machine."""
+    """Threads for torch, FAISS and numpy's BLAS: one by default, the fastest for single events on a small
+    machine (and, with several scoring processes, a BLAS pool sized to every core would spin against them)."""
     import faiss
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(int(threads))
     faiss.omp_set_num_threads(int(threads))
+    threadpool_limits(int(threads), user_api="blas")
 
 
 def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8080, allow_remote: bool = False,
