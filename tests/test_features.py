@@ -102,6 +102,36 @@ def test_codes_of_reads_integer_arrays_with_nulls_as_minus_one():
     assert (codes_of(indices) == -1).sum() == 10
 
 
+def test_shared_encodings_encode_an_array_once_and_only_inside_the_block():
+    import pyarrow.compute as pc
+
+    from obsad.features import values as V
+
+    words = pa.array([f"w{i % 37}" if i % 11 else None for i in range(600)], type=pa.large_string())
+    want = pc.dictionary_encode(words)
+    same_buffers = words.slice(0, len(words))  # another Python object, the same buffers
+    sliced = words.slice(10, 400)
+    assert V.known_codes(words) is None  # no block open: nothing is kept
+    with V.shared_encodings():
+        assert V.known_codes(words) is None
+        codes, uniques = V.dictionary_codes(words)
+        np.testing.assert_array_equal(codes, pc.fill_null(want.indices, -1).to_numpy(zero_copy_only=False))
+        assert uniques.equals(want.dictionary) and not codes.flags.writeable
+        again, again_uniques = V.dictionary_codes(same_buffers)
+        assert again is codes and again_uniques is uniques
+        assert V.known_codes(words)[0] is codes
+        part_codes, part_uniques = V.dictionary_codes(sliced)  # a slice is an array of its own
+        assert part_codes is not codes and len(part_codes) == 400
+        assert part_uniques.equals(pc.dictionary_encode(sliced).dictionary)
+        with V.shared_encodings():  # nested (another thread's block): the same memo
+            assert V.known_codes(words)[0] is codes
+        assert V.known_codes(words) is not None
+        small = words.slice(0, 100)  # below _MEMO_MIN_VALUES: computed, never kept
+        V.dictionary_codes(small)
+        assert V.known_codes(small) is None
+    assert V.known_codes(words) is None and V._ENCODINGS is None
+
+
 def test_roles_are_inferred_from_the_data(fitted):
     expected = {
         "metadata.uid": "drop_identifier",

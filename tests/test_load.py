@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from obsad.ocsf.load import LoadReport, LoadResult, OCSFLoadError, load_events, ocsf_dotted_name
@@ -830,3 +831,15 @@ def test_json_texts_nested_too_deeply_are_reported_not_fatal(columns):
     assert events["blob.a"].iloc[4:504].tolist() == list(range(500))
     assert events["blob.a"].iloc[:4].isna().all()
     assert len(events) == len(texts)
+
+
+@pytest.mark.parametrize("values", [["a", None, "ccc", "", "dd"] * 40, [None] * 7, ["", ""], ["é", "日本", None]])
+def test_text_widened_to_large_string_keeps_every_value(values):
+    from obsad.ocsf.load import _widened
+
+    arr = pa.array(values, type=pa.string())
+    sliced = pa.StructArray.from_arrays([arr], ["x"])[3:].flatten()[0]  # a child at an offset, as after flatten
+    for a in (arr, sliced, arr[:0]):
+        wide = _widened(a)
+        wide.validate(full=True)
+        assert wide.type == pa.large_string() and wide.equals(a.cast(pa.large_string()))

@@ -42,6 +42,7 @@ from .detect.base import max_by_group, row_max
 from .detect.windows import event_times, time_column, window_vectors
 from .features import FeatureEncoder
 from .features.text import shared_templates
+from .features.values import shared_encodings
 from .models import DEFAULT_MODEL_CONFIG, TabularResNet
 from .package import PackageError, fingerprint_frame, load_package, save_package
 from .runtime import Stopwatch, seed_everything
@@ -238,7 +239,7 @@ class FittedPipeline:
         beside = use_window and n >= BESIDE_MIN_EVENTS
         spare = _one_core_spared() if beside else nullcontext()
         runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="obsad-window") if beside else _InTurn()
-        with runner as background, spare, shared_templates():
+        with runner as background, spare, shared_templates(), shared_encodings():
             window_job = assign_job = None
             if use_window:
                 framed = events

@@ -188,9 +188,14 @@ def _factorize(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 def _factorize_arrow(arrow) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_factorize` of an Arrow string (chunked) array: Arrow's dictionary encoding."""
-    encoded = pc.dictionary_encode(arrow).combine_chunks()
-    codes = V.codes_of(encoded.indices).astype(np.intp, copy=False)
-    return codes, np.asarray(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=object)
+    if isinstance(arrow, pa.ChunkedArray) and arrow.num_chunks == 1:
+        arrow = arrow.chunk(0)  # the array the encoder sees too (obsad.features.values.shared_encodings)
+    if isinstance(arrow, pa.ChunkedArray):
+        encoded = pc.dictionary_encode(arrow).combine_chunks()
+        codes, dictionary = V.codes_of(encoded.indices), encoded.dictionary
+    else:
+        codes, dictionary = V.dictionary_codes(arrow)
+    return codes.astype(np.intp, copy=False), np.asarray(dictionary.to_numpy(zero_copy_only=False), dtype=object)
 
 
 def _column_values(events: pd.DataFrame, column: str):

@@ -207,6 +207,9 @@ def _lookup_rows(cache: dict, key: str, values: list[str], arr: pa.Array) -> np.
         ids = _vocab_ids(cache, key, values)
         return np.fromiter((MISSING_ID if k is None else ids.get(k, UNKNOWN_ID) for k in arr.to_pylist()),
                            dtype=np.int64, count=len(arr))
+    known = V.known_codes(arr) if _SHORTCUTS else None
+    if known is not None:  # the window view has encoded this column already: look up its few distinct values
+        return _gather(_lookup(cache, key, values, known[1]), known[0], MISSING_ID)
     if _SHORTCUTS and len(values) > len(arr) and len(arr) <= _MID_ROWS:
         # a batch against a larger vocabulary: the batch's few distinct values looked up, then spread to rows
         # (where the vocabulary is no larger than the batch, hashing it with the rows costs less: ~30 µs

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -283,6 +285,65 @@ def codes_of(indices: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.where(valid, data, -1).astype(np.int64, copy=False)
 
 
+#: :func:`shared_encodings` keeps the encodings of arrays of at least this many values.
+_MEMO_MIN_VALUES = 256
+_ENCODINGS: dict | None = None
+_ENCODING_USERS = 0
+_ENCODING_LOCK = threading.Lock()
+
+
+@contextmanager
+def shared_encodings():
+    """Within this block (one scoring call, or several at once on threads), :func:`dictionary_codes` encodes
+    each text array once. Scoring a batch hashes the same columns in the window view (its entity keys) and in
+    the encoder (its vocabularies): the second one takes the first one's codes. Entries are keyed by the
+    array's buffers and hold the array, so no other array can take its addresses while the block is open; the
+    memo is dropped when the last block closes, so nothing carries over from one batch to the next."""
+    global _ENCODINGS, _ENCODING_USERS
+    with _ENCODING_LOCK:
+        if _ENCODING_USERS == 0:
+            _ENCODINGS = {}
+        _ENCODING_USERS += 1
+    try:
+        yield
+    finally:
+        with _ENCODING_LOCK:
+            _ENCODING_USERS -= 1
+            if _ENCODING_USERS == 0:
+                _ENCODINGS = None
+
+
+def _encoding_key(arr: pa.Array) -> tuple | None:
+    memo = _ENCODINGS
+    if memo is None or not _SHORTCUTS or len(arr) < _MEMO_MIN_VALUES:
+        return None
+    return (str(arr.type), len(arr), arr.offset) + tuple(0 if b is None else b.address for b in arr.buffers())
+
+
+def dictionary_codes(arr: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Arrow's dictionary encoding of a string array: codes (int64, -1 for null) and the distinct values in
+    order of first appearance; computed once per array inside :func:`shared_encodings`."""
+    key = _encoding_key(arr)
+    memo = _ENCODINGS
+    hit = memo.get(key) if key is not None and memo is not None else None
+    if hit is not None:
+        return hit[1], hit[2]
+    encoded = pc.dictionary_encode(arr)
+    codes, uniques = codes_of(encoded.indices), encoded.dictionary
+    if key is not None and memo is not None:
+        codes.flags.writeable = False  # shared by every caller: none may change it in place
+        memo[key] = (arr, codes, uniques)  # (one item assignment: atomic for other threads)
+    return codes, uniques
+
+
+def known_codes(arr: pa.Array) -> tuple[np.ndarray, pa.Array] | None:
+    """:func:`dictionary_codes` of ``arr`` if it has been computed in this :func:`shared_encodings` block."""
+    key = _encoding_key(arr)
+    memo = _ENCODINGS
+    hit = memo.get(key) if key is not None and memo is not None else None
+    return None if hit is None else (hit[1], hit[2])
+
+
 def factorize(s: pd.Series, kind: str | None = None, *, as_numbers: bool = False) -> tuple[np.ndarray, pa.Array]:
     """Integer codes (int64, -1 = missing) and the distinct values as canonical strings (Arrow ``large_string``).
 
@@ -313,9 +374,7 @@ def factorize(s: pd.Series, kind: str | None = None, *, as_numbers: bool = False
     if _SHORTCUTS and len(arr) <= _SMALL:
         codes, uniques = _encode_few(arr)
     else:
-        enc = pc.dictionary_encode(arr)
-        codes = codes_of(enc.indices)
-        uniques = enc.dictionary
+        codes, uniques = dictionary_codes(arr)
     if as_numbers and len(uniques):
         strs = np.asarray(uniques.to_numpy(zero_copy_only=False), dtype=object)
         num = pd.to_numeric(pd.Series(strs, dtype=object), errors="coerce").to_numpy(dtype=np.float64)

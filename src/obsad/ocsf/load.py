@@ -1089,8 +1089,19 @@ def _direct_series(col: pa.ChunkedArray | pa.Array) -> pd.Series | None:
         return pd.Series(np.array(arr.to_numpy(zero_copy_only=False), dtype=np.float64, copy=True))
     if not _ARROW_STR:
         return None
-    return pd.Series(pd.arrays.ArrowStringArray(arr if pa.types.is_large_string(t) else arr.cast(pa.large_string()),
-                                                dtype=_STR_DTYPE))
+    wide = arr if pa.types.is_large_string(t) else _widened(arr)
+    return pd.Series(pd.arrays.ArrowStringArray(wide, dtype=_STR_DTYPE))
+
+
+def _widened(arr: pa.Array) -> pa.Array:
+    """A ``string`` array as ``large_string`` (pandas' storage for text): the same validity and characters, the
+    offsets widened by numpy (~4 µs against ~9-15 for Arrow's cast, ~60 columns a batch)."""
+    n, offset = len(arr), arr.offset
+    if n == 0:
+        return arr.cast(pa.large_string())
+    validity, offsets, chars = arr.buffers()
+    wide = np.frombuffer(offsets, np.int32, count=offset + n + 1).astype(np.int64)
+    return pa.Array.from_buffers(pa.large_string(), n, [validity, pa.py_buffer(wide), chars], arr.null_count, offset)
 
 
 def _arrow_series(col: pa.ChunkedArray | pa.Array) -> pd.Series:
