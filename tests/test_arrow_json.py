@@ -137,6 +137,30 @@ def test_a_request_read_by_arrow_gives_the_same_batch(bodies, columns):
         assert a.n_requested == b.n_requested
 
 
+def test_shared_encodings_leave_every_load_as_it_was(bodies, columns):
+    """Inside a scoring call the loader's type screens count a sample from the column's shared dictionary
+    encoding (obsad.encodings): the same frames, reports and repairs as outside one, read by Arrow or decoded."""
+    from obsad.encodings import shared_encodings
+
+    checked = 0
+    for name, records in bodies:
+        if len(records) < 1000:
+            continue
+        got = read_events_table(_body({"events": records}), "events")
+        sources = [records] + ([got[0]] if got is not None else [])
+        for source in sources:
+            for cols in (columns, None):
+                plain = load_events(source, columns=cols)
+                with shared_encodings():
+                    shared = load_events(source, columns=cols)
+                try:
+                    _same_load(shared, plain)
+                except AssertionError as exc:
+                    raise AssertionError(f"{name}, columns={'model' if cols else 'all'}: {exc}") from exc
+                checked += 1
+    assert checked >= 16
+
+
 def _event(**extra) -> dict:
     return {"time": T0, "class_uid": 4001, "src_endpoint": {"ip": "10.0.0.1", "port": 443}, **extra}
 

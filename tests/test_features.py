@@ -105,6 +105,7 @@ def test_codes_of_reads_integer_arrays_with_nulls_as_minus_one():
 def test_shared_encodings_encode_an_array_once_and_only_inside_the_block():
     import pyarrow.compute as pc
 
+    from obsad import encodings
     from obsad.features import values as V
 
     words = pa.array([f"w{i % 37}" if i % 11 else None for i in range(600)], type=pa.large_string())
@@ -129,7 +130,7 @@ def test_shared_encodings_encode_an_array_once_and_only_inside_the_block():
         small = words.slice(0, 100)  # below _MEMO_MIN_VALUES: computed, never kept
         V.dictionary_codes(small)
         assert V.known_codes(small) is None
-    assert V.known_codes(words) is None and V._ENCODINGS is None
+    assert V.known_codes(words) is None and encodings._ENCODINGS is None
 
 
 def test_roles_are_inferred_from_the_data(fitted):

@@ -19,6 +19,7 @@ import pytest
 from messy_events import T0, messy  # tests/ is on the import path (pytest's rootdir insertion)
 
 import obsad.detect.windows as windows_module
+import obsad.encodings as encodings_module
 import obsad.features.encoder as encoder_module
 import obsad.features.text as text_module
 import obsad.features.values as values_module
@@ -177,7 +178,7 @@ def test_transform_shortcuts_give_the_general_arrays(batches, fitted):
         for cols in (columns, None):
             frame = load_events(records, columns=cols).events
             fast = encoder.transform(frame)
-            with general_path(encoder_module, values_module, text_module):
+            with general_path(encoder_module, values_module, encodings_module, text_module):
                 general = encoder.transform(frame)
             try:
                 assert_same_features(fast, general)
@@ -193,7 +194,7 @@ def test_all_missing_columns_of_any_dtype_encode_as_absent_ones(batches, fitted)
         for col in list(frame.columns)[::2]:
             frame[col] = pd.Series([None] * len(frame), dtype=dtype)
         fast = encoder.transform(frame)
-        with general_path(encoder_module, values_module, text_module):
+        with general_path(encoder_module, values_module, encodings_module, text_module):
             general = encoder.transform(frame)
         assert_same_features(fast, general)
     chunked = FeatureEncoder.from_dict(encoder.to_dict()).set_params(chunk_rows=3)  # blocks of a sparse column
@@ -228,7 +229,7 @@ def test_dict_lookups_agree_with_arrow_lookups():
     keys = pa.array(["b", None, "é", "zz", "", "a"], type=pa.large_string())
     cache_a, cache_b = {}, {}
     few = encoder_module._lookup(cache_a, "v", vocab, keys), encoder_module._lookup_rows(cache_a, "v", vocab, keys)
-    with general_path(encoder_module, values_module, text_module):
+    with general_path(encoder_module, values_module, encodings_module, text_module):
         many = encoder_module._lookup(cache_b, "v", vocab, keys), encoder_module._lookup_rows(cache_b, "v", vocab, keys)
     for a, b in zip(few, many):
         np.testing.assert_array_equal(a, b)
@@ -266,7 +267,7 @@ def test_window_view_shortcuts_give_the_general_scores(batches, fitted, sim):
         vec = vectors(frame, 7)
         fast_assigned = detector.assign(frame)
         fast_scores, fast_windows = detector.view_scores((frame, vec), assigned=fast_assigned)
-        with general_path(windows_module, values_module, text_module):
+        with general_path(windows_module, values_module, encodings_module, text_module):
             general_assigned = detector.assign(frame)
             general_scores, general_windows = detector.view_scores((frame, vec), assigned=general_assigned)
         try:

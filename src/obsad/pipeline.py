@@ -42,7 +42,7 @@ from .detect.base import max_by_group, row_max
 from .detect.windows import event_times, time_column, window_vectors
 from .features import FeatureEncoder
 from .features.text import shared_templates
-from .features.values import shared_encodings
+from .encodings import shared_encodings
 from .models import DEFAULT_MODEL_CONFIG, TabularResNet
 from .package import PackageError, fingerprint_frame, load_package, save_package
 from .runtime import Stopwatch, seed_everything

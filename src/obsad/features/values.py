@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from ..encodings import codes_of, dictionary_codes, known_codes, shared_encodings  # noqa: F401 (re-exported)
 
 KIND_NUMBER = "number"
 KIND_STRING = "string"
@@ -266,82 +266,6 @@ def arrow_strings(s: pd.Series, kind: str | None = None) -> pa.Array:
     if len(s) == 0:
         return pa.array([], type=pa.large_string())
     return uniques.take(pa.array(codes, mask=codes < 0))
-
-
-def codes_of(indices: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """An integer Arrow array (dictionary indices, ``index_in`` positions) as int64 with -1 where null: what
-    ``pc.fill_null(indices, -1).to_numpy()`` gives, read from the array's buffers instead of two compute calls
-    (~8 µs against ~2-6 µs; a batch of a thousand events takes ~100 such arrays)."""
-    if isinstance(indices, pa.ChunkedArray):
-        indices = indices.combine_chunks()
-    n, offset = len(indices), indices.offset
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    data = np.frombuffer(indices.buffers()[1], dtype=indices.type.to_pandas_dtype())[offset: offset + n]
-    if indices.null_count == 0:
-        return data.astype(np.int64)
-    bits = np.frombuffer(indices.buffers()[0], dtype=np.uint8)
-    valid = np.unpackbits(bits, bitorder="little", count=offset + n)[offset:].view(bool)
-    return np.where(valid, data, -1).astype(np.int64, copy=False)
-
-
-#: :func:`shared_encodings` keeps the encodings of arrays of at least this many values.
-_MEMO_MIN_VALUES = 256
-_ENCODINGS: dict | None = None
-_ENCODING_USERS = 0
-_ENCODING_LOCK = threading.Lock()
-
-
-@contextmanager
-def shared_encodings():
-    """Within this block (one scoring call, or several at once on threads), :func:`dictionary_codes` encodes
-    each text array once. Scoring a batch hashes the same columns in the window view (its entity keys) and in
-    the encoder (its vocabularies): the second one takes the first one's codes. Entries are keyed by the
-    array's buffers and hold the array, so no other array can take its addresses while the block is open; the
-    memo is dropped when the last block closes, so nothing carries over from one batch to the next."""
-    global _ENCODINGS, _ENCODING_USERS
-    with _ENCODING_LOCK:
-        if _ENCODING_USERS == 0:
-            _ENCODINGS = {}
-        _ENCODING_USERS += 1
-    try:
-        yield
-    finally:
-        with _ENCODING_LOCK:
-            _ENCODING_USERS -= 1
-            if _ENCODING_USERS == 0:
-                _ENCODINGS = None
-
-
-def _encoding_key(arr: pa.Array) -> tuple | None:
-    memo = _ENCODINGS
-    if memo is None or not _SHORTCUTS or len(arr) < _MEMO_MIN_VALUES:
-        return None
-    return (str(arr.type), len(arr), arr.offset) + tuple(0 if b is None else b.address for b in arr.buffers())
-
-
-def dictionary_codes(arr: pa.Array) -> tuple[np.ndarray, pa.Array]:
-    """Arrow's dictionary encoding of a string array: codes (int64, -1 for null) and the distinct values in
-    order of first appearance; computed once per array inside :func:`shared_encodings`."""
-    key = _encoding_key(arr)
-    memo = _ENCODINGS
-    hit = memo.get(key) if key is not None and memo is not None else None
-    if hit is not None:
-        return hit[1], hit[2]
-    encoded = pc.dictionary_encode(arr)
-    codes, uniques = codes_of(encoded.indices), encoded.dictionary
-    if key is not None and memo is not None:
-        codes.flags.writeable = False  # shared by every caller: none may change it in place
-        memo[key] = (arr, codes, uniques)  # (one item assignment: atomic for other threads)
-    return codes, uniques
-
-
-def known_codes(arr: pa.Array) -> tuple[np.ndarray, pa.Array] | None:
-    """:func:`dictionary_codes` of ``arr`` if it has been computed in this :func:`shared_encodings` block."""
-    key = _encoding_key(arr)
-    memo = _ENCODINGS
-    hit = memo.get(key) if key is not None and memo is not None else None
-    return None if hit is None else (hit[1], hit[2])
 
 
 def factorize(s: pd.Series, kind: str | None = None, *, as_numbers: bool = False) -> tuple[np.ndarray, pa.Array]:

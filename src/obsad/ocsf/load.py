@@ -42,6 +42,8 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
+from .. import encodings
+
 __all__ = ["OCSFLoadError", "LoadReport", "LoadResult", "load_events", "ocsf_dotted_name"]
 
 #: Share of a column's non-null values that must parse before the column is coerced (the rest is reported).
@@ -370,6 +372,9 @@ def _text_sample_counts(arr: pa.ChunkedArray, k: int = _SAMPLE) -> tuple[list[st
     """The :func:`_sample` of a text column as its distinct values and their counts (and its size), counted by
     Arrow: the screens below only ask how many sampled values pass a test, so each distinct value is tested once,
     without first turning every sampled value into a Python string."""
+    shared = _shared_sample_counts(arr, k)
+    if shared is not None:
+        return shared
     if len(arr) - arr.null_count > k:  # (at most k present values: the sample is all of them, in order)
         if arr.null_count:
             valid = arr.is_valid()
@@ -382,6 +387,24 @@ def _text_sample_counts(arr: pa.ChunkedArray, k: int = _SAMPLE) -> tuple[list[st
     arr = arr.drop_null()
     counted = pc.value_counts(arr)
     return counted.field("values").to_pylist(), counted.field("counts").to_pylist(), len(arr)
+
+
+def _shared_sample_counts(arr: pa.ChunkedArray, k: int) -> tuple[list[str], list[int], int] | None:
+    """:func:`_text_sample_counts` from the column's dictionary encoding, inside a scoring call that shares
+    encodings (:func:`obsad.encodings.shared_encodings`): the window view and the encoder then take the same
+    codes instead of hashing the column again. The same sampled values and counts (listed in another order,
+    which no screen depends on); None outside such a call."""
+    if not (_SHORTCUTS and encodings.sharing()) or arr.num_chunks != 1:
+        return None
+    chunk = arr.chunk(0)
+    if len(chunk) < encodings.MEMO_MIN_VALUES:
+        return None
+    codes, dictionary = encodings.dictionary_codes(chunk)
+    present = codes >= 0
+    sampled = codes[_sample_positions(present, k)] if len(chunk) - chunk.null_count > k else codes[present]
+    counts = np.bincount(sampled, minlength=len(dictionary))
+    seen = np.flatnonzero(counts)
+    return dictionary.take(pa.array(seen)).to_pylist(), counts[seen].tolist(), len(sampled)
 
 
 def _object_array(values: Sequence[Any]) -> np.ndarray:

@@ -21,6 +21,7 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
+from ..encodings import shared_encodings
 from ..ocsf.arrow_json import EventsTableReader
 
 VIEWS = ("auto", "all", "event")
@@ -406,11 +407,12 @@ def score_request(serving, req: ScoreRequest, counts, shadow_scorer=None) -> tup
     if serving.challenger is not None:
         columns = list(dict.fromkeys(columns + list(serving.challenger.pipeline.input_columns)))
     model_columns = [c for c in champion.input_columns if c != "metadata.uid"]
-    batch = load_batch(req.table if req.table is not None else req.events, columns, model_columns)
-    views = resolve_views(req.views, len(batch.events))
-    scored = None
-    if len(batch.events):
-        scored = score_frame(champion, batch.events, views, req.explain, req.n_top)
+    with shared_encodings():  # the loader's screens, the window view and the encoder hash each column once
+        batch = load_batch(req.table if req.table is not None else req.events, columns, model_columns)
+        views = resolve_views(req.views, len(batch.events))
+        scored = None
+        if len(batch.events):
+            scored = score_frame(champion, batch.events, views, req.explain, req.n_top)
         counts.events_scored.inc(len(scored))
         counts.anomalies.inc(int(scored["is_anomaly"].sum()))
         if shadow_scorer is not None:
