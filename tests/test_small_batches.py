@@ -344,6 +344,30 @@ def test_templates_and_domains_of_a_few_values_equal_arrows():
         assert few[1].equals(arrow[1]), values
 
 
+def test_templates_taken_mask_by_mask_by_either_engine_equal_arrows():
+    """Past a few values each mask picks its engine by the size of the values (``_PY_BYTES``): Python's and
+    Arrow's passes alternate on one array; the templates are Arrow's, slices and a long value included."""
+    import pyarrow as pa
+
+    rng = random.Random(2)
+    chosen = set()
+    for trial in range(60):
+        n = rng.choice([70, 150, 400, 1200])
+        values = [_random_text(rng) if rng.random() > 0.1 else None for _ in range(n)]
+        if trial % 10 == 9:
+            values[rng.randrange(n)] = "a-" * 200 + "1234567890abcdef"  # one long value: every mask in Arrow
+        arr = pa.array(values, type=rng.choice([pa.string(), pa.large_string()]))
+        if trial % 3 == 0:
+            arr = arr.slice(5, n - 10)
+        masks = rng.sample(list(text_module.MASK_NAMES), rng.randrange(1, 8))
+        chosen |= text_module._python_masks(arr, masks)
+        mixed = text_module.template_array(arr, masks)
+        with general_path(text_module):
+            arrow = text_module.template_array(arr, masks)
+        assert mixed[0].equals(arrow[0]) and list(mixed[1]) == list(arrow[1]), (trial, masks)
+    assert {"token", "uuid", "number"} <= chosen  # the Python engine did take part
+
+
 def test_long_values_are_templated_by_arrow_even_when_few(monkeypatch):
     """A few values go through Python's regular expressions, unless one is long: Python backtracks (the token
     mask took ~5 s on 32,000 characters of ``a-a-...``), RE2 does not; the templates and domains are Arrow's."""

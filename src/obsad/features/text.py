@@ -184,15 +184,50 @@ def _template_array(arr: pa.Array, masks: Sequence[str] | None = None) -> tuple[
     if masks is not None and _SHORTCUTS and len(arr) * max(len(names), 1) <= _SMALL and _all_short(arr):
         return _template_few(arr, list(names))
     fired: list[str] = []
+    in_python = _python_masks(arr, names) if masks is not None and _SHORTCUTS else set()
+    values: list | None = None  # the values as Python strings while Python's re holds them
+    out_type = arr.type
     for name in names:
         _, placeholder, pattern = _BY_NAME[name]
         if masks is None:
             hit = pc.match_substring_regex(arr, pattern=pattern)
             if not pc.any(hit).as_py():
                 continue
-        arr = pc.replace_substring_regex(arr, pattern=pattern, replacement=placeholder)
+        if name in in_python:
+            if values is None:
+                values = arr.to_pylist()
+            sub = _PY_MASKS[name].sub
+            values = [None if v is None else sub(placeholder, v) for v in values]
+        else:
+            if values is not None:
+                arr, values = pa.array(values, type=out_type), None
+            arr = pc.replace_substring_regex(arr, pattern=pattern, replacement=placeholder)
         fired.append(name)
-    return arr, fired
+    return (arr if values is None else pa.array(values, type=out_type)), fired
+
+
+#: Per mask, up to how many bytes of values (all together) Python's ``re`` templates faster than Arrow. Arrow
+#: compiles the RE2 pattern again on every call (10-360 µs by pattern) and then scans most patterns faster per
+#: character; Python pays per value and per character but compiles once. The token and uuid patterns scan
+#: faster in Python at any size measured; the others break even at a few thousand bytes
+#: (``python bench/bench_templating.py`` measures both engines on the simulator's text columns).
+_PY_BYTES = {"uuid": 20_000, "email": 1_000, "ip": 4_000, "number": 2_000, "hex": 2_500, "token": 20_000,
+             "digits": 1_500}
+
+
+def _python_masks(arr: pa.Array, names: Iterable[str]) -> set[str]:
+    """The masks that :func:`_template_array` applies with Python's ``re`` to ``arr`` (see ``_PY_BYTES``): none
+    when a value is longer than ``_PY_MAX_CHARS`` (Python's engine backtracks; RE2 is linear)."""
+    n, offset = len(arr), arr.offset
+    if n == 0:
+        return set()
+    width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    offsets = np.frombuffer(arr.buffers()[1], dtype=width, count=offset + n + 1)[offset:]
+    size = int(offsets[-1] - offsets[0])
+    wanted = {name for name in names if size <= _PY_BYTES.get(name, 0)}
+    if wanted and int(np.diff(offsets).max()) > _PY_MAX_CHARS:  # bytes: at least the characters
+        return set()
+    return wanted
 
 
 #: Python's regular expressions backtrack: on a long value some of these patterns take time quadratic in its

@@ -403,6 +403,8 @@ def _shared_sample_counts(arr: pa.ChunkedArray, k: int) -> tuple[list[str], list
     present = codes >= 0
     sampled = codes[_sample_positions(present, k)] if len(chunk) - chunk.null_count > k else codes[present]
     counts = np.bincount(sampled, minlength=len(dictionary))
+    if counts.all():  # every distinct value is in the sample (a column of few values)
+        return dictionary.to_pylist(), counts.tolist(), len(sampled)
     seen = np.flatnonzero(counts)
     return dictionary.take(pa.array(seen)).to_pylist(), counts[seen].tolist(), len(sampled)
 
