@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from obsad.features import text as T
