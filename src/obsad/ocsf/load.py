@@ -362,6 +362,14 @@ def _sample(s: pd.Series, k: int = _SAMPLE) -> list[Any]:
 
 
 @functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=64)
+def _even_positions_np(n: int, k: int) -> np.ndarray:
+    """:func:`_sample_positions` of ``n`` values none missing, as numpy (read-only: shared by every caller)."""
+    pos = _sample_positions(np.ones(n, dtype=bool), k)
+    pos.flags.writeable = False
+    return pos
+
+
 def _even_positions(n: int, k: int) -> pa.Array:
     """:func:`_sample_positions` of a column of ``n`` values none missing (the same for every such column of a
     batch, so made once)."""
@@ -400,8 +408,11 @@ def _shared_sample_counts(arr: pa.ChunkedArray, k: int) -> tuple[list[str], list
     if len(chunk) < encodings.MEMO_MIN_VALUES:
         return None
     codes, dictionary = encodings.dictionary_codes(chunk)
-    present = codes >= 0
-    sampled = codes[_sample_positions(present, k)] if len(chunk) - chunk.null_count > k else codes[present]
+    if chunk.null_count == 0:
+        sampled = codes[_even_positions_np(len(chunk), k)] if len(chunk) > k else codes
+    else:
+        present = codes >= 0
+        sampled = codes[_sample_positions(present, k)] if len(chunk) - chunk.null_count > k else codes[present]
     counts = np.bincount(sampled, minlength=len(dictionary))
     if counts.all():  # every distinct value is in the sample (a column of few values)
         return dictionary.to_pylist(), counts.tolist(), len(sampled)
