@@ -133,6 +133,29 @@ def test_shared_encodings_encode_an_array_once_and_only_inside_the_block():
     assert V.known_codes(words) is None and encodings._ENCODINGS is None
 
 
+def test_column_kind_remembered_by_dtype_equals_its_tests():
+    """Kinds decided by the dtype are remembered per dtype; object and categorical columns are always read."""
+    from obsad.features import values as V
+
+    columns = [pd.Series([1, None], dtype="Int64"), pd.Series([1.5, 2.0]), pd.Series([True, False]),
+               pd.Series([True, None], dtype="boolean"), pd.Series(["a", None], dtype=pd.StringDtype("pyarrow")),
+               pd.Series(["a", None], dtype="str"), pd.Series(["a", "b"], dtype=object),
+               pd.Series([1, "b"], dtype=object), pd.Series([1, 2], dtype=object),
+               pd.Series(pd.to_datetime([0, 1], unit="ms", utc=True)), pd.Series(["x", "y"], dtype="category"),
+               pd.Series([1, 2], dtype="category"), pd.Series([1, None], dtype=pd.ArrowDtype(pa.int32())),
+               pd.Series([{"a": 1}, None], dtype=object), pd.Series(pd.to_timedelta([1, 2], unit="s"))]
+    V.column_kind(columns[0])
+    V._SHORTCUTS = False
+    try:
+        expected = [V.column_kind(c) for c in columns]
+    finally:
+        V._SHORTCUTS = True
+    for _ in range(2):  # the first time computed (and remembered), the second time looked up
+        assert [V.column_kind(c) for c in columns] == expected
+    assert expected[6] == V.KIND_STRING and expected[7] == V.KIND_MIXED and expected[8] == V.KIND_NUMBER
+    assert not any(isinstance(dt, pd.CategoricalDtype) or dt == object for dt in V._KIND_OF_DTYPE)
+
+
 def test_roles_are_inferred_from_the_data(fitted):
     expected = {
         "metadata.uid": "drop_identifier",

@@ -41,6 +41,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -191,7 +192,8 @@ def _lookup(cache: dict, key: str, values: list[str], keys: pa.Array) -> np.ndar
         keys = pc.cast(keys, pa.large_string())
     if _few(keys, values):
         ids = _vocab_ids(cache, key, values)
-        return np.fromiter((ids.get(k, UNKNOWN_ID) for k in keys.to_pylist()), dtype=np.int64, count=len(keys))
+        return np.fromiter(map(ids.get, keys.to_pylist(), repeat(UNKNOWN_ID, len(keys))), dtype=np.int64,
+                           count=len(keys))
     vocab = _vocab_array(cache, key, values)
     pos = V.codes_of(pc.index_in(keys, value_set=vocab))
     return np.where(pos >= 0, pos + N_RESERVED, UNKNOWN_ID)

@@ -40,11 +40,30 @@ _SMALL = 64
 _SHORTCUTS = True
 
 
+#: The kind of each dtype that decides a column's kind by itself (all but object and categorical columns, whose
+#: values decide): a scoring batch asks for ~150 columns' kinds, each ~5 µs of dtype tests otherwise.
+_KIND_OF_DTYPE: dict[Any, str] = {}
+
+
 def column_kind(s: pd.Series) -> str:
     """Classify a column by how its values should be read (see module docstring)."""
     dt = s.dtype
-    if isinstance(dt, pd.CategoricalDtype):
-        return column_kind(pd.Series(np.asarray(s.astype(object)), dtype=object))
+    if _SHORTCUTS:
+        known = _KIND_OF_DTYPE.get(dt)
+        if known is not None:
+            return known
+    kind = _kind_of_dtype(dt)
+    if kind is not None:
+        if _SHORTCUTS:
+            _KIND_OF_DTYPE[dt] = kind
+        return kind
+    return _kind_of_values(s)
+
+
+def _kind_of_dtype(dt) -> str | None:
+    """:func:`column_kind` where the dtype alone decides it, else None."""
+    if isinstance(dt, pd.CategoricalDtype) or (isinstance(dt, np.dtype) and dt.kind == "O"):
+        return None
     if isinstance(dt, pd.ArrowDtype):
         t = dt.pyarrow_dtype
         if pa.types.is_timestamp(t) or pa.types.is_date(t):
@@ -64,6 +83,13 @@ def column_kind(s: pd.Series) -> str:
         return KIND_NUMBER
     if isinstance(dt, pd.StringDtype):
         return KIND_STRING
+    return None
+
+
+def _kind_of_values(s: pd.Series) -> str:
+    """:func:`column_kind` of a column whose dtype does not decide it (object, categorical): what its values are."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        return column_kind(pd.Series(np.asarray(s.astype(object)), dtype=object))
     inferred = pd.api.types.infer_dtype(s, skipna=True)
     if inferred in ("string", "empty"):
         return KIND_STRING
@@ -247,6 +273,11 @@ def _encode_few(arr: pa.Array) -> tuple[np.ndarray, pa.Array]:
 
 
 def _arrow(values) -> pa.Array:
+    if _SHORTCUTS and isinstance(values, pd.Series) and isinstance(values.dtype, pd.StringDtype) \
+            and values.dtype.storage == "pyarrow":  # its own storage, when one large_string chunk (~2 µs, not ~15)
+        stored = values.array.__arrow_array__()
+        if stored.num_chunks == 1 and stored.type == pa.large_string():
+            return stored.chunk(0)
     arr = pa.array(values, type=pa.large_string(), from_pandas=True)
     return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
 
