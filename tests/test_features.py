@@ -153,7 +153,8 @@ def test_column_kind_remembered_by_dtype_equals_its_tests():
     for _ in range(2):  # the first time computed (and remembered), the second time looked up
         assert [V.column_kind(c) for c in columns] == expected
     assert expected[6] == V.KIND_STRING and expected[7] == V.KIND_MIXED and expected[8] == V.KIND_NUMBER
-    assert not any(isinstance(dt, pd.CategoricalDtype) or getattr(dt, "kind", "") == "O" for dt in V._KIND_OF_DTYPE)
+    assert not any(isinstance(dt, pd.CategoricalDtype) or (isinstance(dt, np.dtype) and dt.kind == "O")
+                   for dt in V._KIND_OF_DTYPE)
 
 
 def test_roles_are_inferred_from_the_data(fitted):
