@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 
 def free_port() -> int:
@@ -67,11 +68,16 @@ def make_package(root: Path, n_fit: int, n_send: int, seed: int) -> tuple[Path, 
 
 
 def sample_events(model: Path, n: int, seed: int) -> list[dict]:
-    """Events to send to an existing package: a fresh simulation (the package's own data may be elsewhere)."""
+    """Events to send to an existing package: a fresh simulation (the package's own data may be elsewhere),
+    dated from the day the package was made, so that they come after its training events as a service's do (a
+    window that coincides with a training window is scored leaving itself out of its baseline: the cost of
+    re-scoring training data, not of serving)."""
     from obsad.ocsf import simulate
     from obsad.ocsf.nested import to_nested
 
-    sim = simulate(n_events=max(n, 5000), days=1, seed=seed + 1)
+    created = json.loads((Path(model) / "manifest.json").read_text())["created"]
+    start = pd.Timestamp(created).tz_convert("UTC").normalize().strftime("%Y-%m-%dT%H:%M:%SZ")
+    sim = simulate(n_events=max(n, 5000), days=1, seed=seed + 1, start=start)
     return json.loads(json.dumps(to_nested(sim.events.iloc[:n].reset_index(drop=True)), default=str))
 
 
