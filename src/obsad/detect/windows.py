@@ -284,16 +284,17 @@ def _memo_keys(view: WindowView, values) -> tuple[np.ndarray, np.ndarray, np.nda
     memo = view.key_memo
     table = memo[1] if memo is not None and memo[0] == tag else {}
     raw = uniques.tolist()
-    found = [table.get(v) for v in raw]
-    missing = [i for i, f in enumerate(found) if f is None]
+    found = list(map(table.get, raw))
+    missing = [i for i, f in enumerate(found) if f is None] if None in found else []
     if missing:
         keys = _keys_of(uniques[missing], dtype, view.template_masks)
         new = dict(zip([raw[i] for i in missing], zip(keys.tolist(), _baseline_rows(view, keys).tolist())))
         for i in missing:
             found[i] = new[raw[i]]
         view.key_memo = (tag, {**table, **new} if len(table) + len(new) <= _MEMO_SIZE else new)
-    keys = [f[0] for f in found]
-    known = np.fromiter((f[1] for f in found), dtype=np.int64, count=len(found))
+    keys, known_rows = zip(*found) if found else ((), ())
+    keys = list(keys)
+    known = np.fromiter(known_rows, dtype=np.int64, count=len(found))
     if len(set(keys)) == len(keys):  # one key per value: the codes stand
         return rows, codes.astype(np.int64), np.array(keys, dtype=object), known
     merged, distinct = pd.factorize(np.array(keys, dtype=object))  # templating can map several values to one key
