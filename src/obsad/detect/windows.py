@@ -287,7 +287,12 @@ def _memo_keys(view: WindowView, values) -> tuple[np.ndarray, np.ndarray, np.nda
     found = list(map(table.get, raw))
     missing = [i for i, f in enumerate(found) if f is None] if None in found else []
     if missing:
-        keys = _keys_of(uniques[missing], dtype, view.template_masks)
+        if view.template_masks is not None and len(missing) < len(raw):
+            # every value templated, not only the new ones: the encoder templates this column's values next
+            # and takes this very result from the call's shared templates (obsad.features.text.shared_templates)
+            keys = _keys_of(uniques, dtype, view.template_masks)[missing]
+        else:
+            keys = _keys_of(uniques[missing], dtype, view.template_masks)
         new = dict(zip([raw[i] for i in missing], zip(keys.tolist(), _baseline_rows(view, keys).tolist())))
         for i in missing:
             found[i] = new[raw[i]]

@@ -75,8 +75,9 @@ _SHORTCUTS = True
 _PY_MASKS = {name: re.compile(pattern, re.ASCII) for name, _, pattern in MASKS}
 
 
-#: :func:`shared_templates` memoises :func:`template_array` calls over at least this many values.
-_MEMO_MIN_VALUES = 256
+#: :func:`shared_templates` memoises :func:`template_array` calls over at least this many values (the window
+#: view's entity keys and the encoder template the same distinct values of a text column, often a few dozen).
+_MEMO_MIN_VALUES = 16
 
 
 class _TemplateMemo:
