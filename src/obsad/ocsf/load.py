@@ -1762,7 +1762,8 @@ def _joined_lists(n: int, parents: np.ndarray, values: pa.Array, valid: np.ndarr
     lists = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), values.cast(pa.large_string()))
     joined = pc.binary_join(lists, pa.scalar("|", pa.large_string()))
     joined = pc.if_else(pa.array(valid), joined, pa.scalar(None, joined.type))
-    return pd.Series(joined.to_pandas(), dtype=_STR_DTYPE)
+    direct = _direct_series(joined) if _SHORTCUTS else None  # (the Arrow text as it is, no Python strings)
+    return direct if direct is not None else pd.Series(joined.to_pandas(), dtype=_STR_DTYPE)
 
 
 def _distinct_sorted_pairs(rows: np.ndarray, keys: pa.Array) -> tuple[np.ndarray, pa.Array]:
@@ -1807,10 +1808,13 @@ def _summarise_list_arrow(b: _Builder, name: str, arr: pa.Array) -> bool:
             key = pc.if_else(flat.is_valid(), key, pa.scalar(None, pa.string()))
             key_rows, key_values = _distinct_sorted_pairs(parents, key)
         types = _joined_lists(n, key_rows, key_values, valid)
-        count = pc.list_value_length(arr).to_pandas(types_mapper=_arrow_mapper)
+        lengths = pc.list_value_length(arr)
+        count = _direct_series(lengths.cast(pa.int64())) if _SHORTCUTS else None
+        if count is None:
+            count = pd.Series(lengths.to_pandas(types_mapper=_arrow_mapper)).astype("Int64").reset_index(drop=True)
         del b.cols[name]
         origin = f"the {_list_origin(b, name)} {name!r}"
-        b.merge(f"{name}.count", pd.Series(count).astype("Int64").reset_index(drop=True), origin)
+        b.merge(f"{name}.count", count, origin)
         b.merge(f"{name}.types", types, origin)
         b.derived |= {f"{name}.count", f"{name}.types"}
         b.expanded[name] = [f"{name}.count", f"{name}.types"]
