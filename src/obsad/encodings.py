@@ -70,18 +70,21 @@ def sharing() -> bool:
 
 
 def _encoding_key(arr: pa.Array) -> tuple | None:
-    memo = _ENCODINGS
-    if memo is None or not _SHORTCUTS or len(arr) < MEMO_MIN_VALUES:
+    if _ENCODINGS is None or not _SHORTCUTS or len(arr) < MEMO_MIN_VALUES:
         return None
     return (str(arr.type), len(arr), arr.offset) + tuple(0 if b is None else b.address for b in arr.buffers())
+
+
+def _kept(arr: pa.Array) -> tuple[tuple | None, dict | None, tuple | None]:
+    """(the memo key of ``arr``, the open block's memo, its entry for ``arr``): Nones outside a block."""
+    key, memo = _encoding_key(arr), _ENCODINGS
+    return key, memo, (memo.get(key) if key is not None and memo is not None else None)
 
 
 def dictionary_codes(arr: pa.Array) -> tuple[np.ndarray, pa.Array]:
     """Arrow's dictionary encoding of a string array: codes (int64, -1 for null) and the distinct values in
     order of first appearance; computed once per array inside :func:`shared_encodings`."""
-    key = _encoding_key(arr)
-    memo = _ENCODINGS
-    hit = memo.get(key) if key is not None and memo is not None else None
+    key, memo, hit = _kept(arr)
     if hit is not None:
         return hit[1], hit[2]
     encoded = pc.dictionary_encode(arr)
@@ -94,7 +97,5 @@ def dictionary_codes(arr: pa.Array) -> tuple[np.ndarray, pa.Array]:
 
 def known_codes(arr: pa.Array) -> tuple[np.ndarray, pa.Array] | None:
     """:func:`dictionary_codes` of ``arr`` if it has been computed in this :func:`shared_encodings` block."""
-    key = _encoding_key(arr)
-    memo = _ENCODINGS
-    hit = memo.get(key) if key is not None and memo is not None else None
+    hit = _kept(arr)[2]
     return None if hit is None else (hit[1], hit[2])

@@ -362,18 +362,18 @@ def _sample(s: pd.Series, k: int = _SAMPLE) -> list[Any]:
 
 
 @functools.lru_cache(maxsize=64)
-@functools.lru_cache(maxsize=64)
 def _even_positions_np(n: int, k: int) -> np.ndarray:
-    """:func:`_sample_positions` of ``n`` values none missing, as numpy (read-only: shared by every caller)."""
+    """:func:`_sample_positions` of a column of ``n`` values none missing (the same for every such column of a
+    batch, so made once), as numpy (read-only: shared by every caller)."""
     pos = _sample_positions(np.ones(n, dtype=bool), k)
     pos.flags.writeable = False
     return pos
 
 
+@functools.lru_cache(maxsize=64)
 def _even_positions(n: int, k: int) -> pa.Array:
-    """:func:`_sample_positions` of a column of ``n`` values none missing (the same for every such column of a
-    batch, so made once)."""
-    return pa.array(_sample_positions(np.ones(n, dtype=bool), k))
+    """:func:`_even_positions_np` as an Arrow array (for ``take``)."""
+    return pa.array(_even_positions_np(n, k))
 
 
 def _text_sample_counts(arr: pa.ChunkedArray, k: int = _SAMPLE) -> tuple[list[str], list[int], int]:
