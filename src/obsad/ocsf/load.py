@@ -1043,6 +1043,8 @@ def _split_in_order(parts: list[_Part]) -> list[_Part]:
 def _has_all_null_row(table: pa.Table) -> bool:
     if not table.num_columns:
         return True
+    if any(col.null_count == 0 for col in table.columns):  # a column with a value in every row (usually the first)
+        return False
     all_null = pc.is_null(table.column(0))
     for col in table.columns[1:]:
         all_null = pc.and_(all_null, pc.is_null(col))
