@@ -15,10 +15,12 @@ before the clock starts.
 - **Single events, closed loop**: one request at a time: the service time alone.
 - **Batches**: ``--batches`` requests of ``--batch`` events, one after the other (one connection: the latency of
   a batch), then ``--batches`` from each of ``--connections`` clients at once, every request with events not sent
-  before (the throughput: with ``--workers N`` the
-  service scores N batches at once, one per scoring process), with the CPU time each request cost the scoring
-  processes and the service process (from /proc): the throughput is that CPU against the machine's cores.
-  Target: >= 30,000 events/s.
+  before (the throughput: with ``--workers N`` the service scores N batches at once, one per scoring process),
+  with the CPU time each request cost the scoring processes and the service process (from /proc): the throughput
+  is that CPU against the machine's cores. Target: >= 30,000 events/s. Two clients per scoring process by
+  default: a busy service's capacity, where a process that finishes a batch finds the next one waiting in the
+  service. With one client per process, each process idles between its batches while its answer travels back and
+  the client's next body comes in (measured on this machine, alternating the two: ~10 % fewer events/s).
 - **Where the time goes**: the same work in this process, stage by stage (the request body, load_events, or both
   at once as a scoring process reads a batch: Arrow's JSON reader, then load_events on its table; encoder,
   embedding, k-NN, window view), for one event and for one batch; and for one event, the one-event path the
@@ -365,11 +367,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="the server's torch/FAISS threads")
     ap.add_argument("--workers", type=int, default=2, help="the server's scoring processes (obsad serve --workers)")
     ap.add_argument("--connections", type=int, default=None, help="clients sending batches at once "
-                                                                   "(default: --workers)")
+                                                                   "(default: 2 x --workers)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    clients = args.connections or args.workers
+    clients = args.connections or 2 * args.workers
     # new events in every batch request (one at a time, then from every client at once, and one to warm up): a
     # service meets new events, and a batch sent again would find the scoring processes' memos warm
     n_batches = args.batches * (1 + clients) + 1
